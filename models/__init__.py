@@ -1,0 +1,4 @@
+"""Keras architectures, parameter-count formulas, export and the model store.
+
+`models` imports neither `pipelines` nor `serve`.
+"""

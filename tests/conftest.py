@@ -1,0 +1,55 @@
+"""Shared fixtures: the real PhysioNet excerpts (skipped when absent) and a synthetic WFDB writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_PHYSIONET = REPO_ROOT.parent / "shared" / "physionet"
+
+
+@pytest.fixture(scope="session")
+def physionet_dir() -> Path:
+    """`../shared/physionet`: real PhysioNet excerpts. Tests using it skip when it is absent."""
+    if not SHARED_PHYSIONET.is_dir():
+        pytest.skip(f"real PhysioNet excerpts not found at {SHARED_PHYSIONET} (../shared is absent)")
+    return SHARED_PHYSIONET
+
+
+@pytest.fixture
+def write_record(tmp_path: Path) -> Callable[..., Path]:
+    """Write a single-segment WFDB record with `wfdb.wrsamp`; returns the record path (no suffix).
+
+    `signal` is `(time, channels)` float in physical units (NaN allowed, not a whole channel).
+    """
+    import wfdb
+
+    def _write(
+        name: str,
+        signal: np.ndarray,
+        channels: list[str],
+        fs: float = 125.0,
+        units: list[str] | None = None,
+        folder: str | Path = "raw",
+    ) -> Path:
+        out = tmp_path / folder
+        out.mkdir(parents=True, exist_ok=True)
+        signal = np.asarray(signal, dtype=np.float64)
+        if signal.ndim == 1:
+            signal = signal[:, None]
+        wfdb.wrsamp(
+            name,
+            fs=fs,
+            units=units or ["mV"] * len(channels),
+            sig_name=list(channels),
+            p_signal=signal,
+            fmt=["16"] * len(channels),
+            write_dir=str(out),
+        )
+        return out / name
+
+    return _write
