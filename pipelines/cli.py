@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "ingest": "ingest",
     "inspect": "inspect",
     "diagnose": "diagnose",
+    "train": "train",
+    "evaluate": "evaluate",
+    "models": "models",
 }
 
 

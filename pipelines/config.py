@@ -7,7 +7,8 @@ A recipe (`configs/<name>.toml`) has a top-level `name` and four tables:
 - `[window]`: `input_steps`, `horizon`, `stride`, `inputs`, `targets`, `gap_policy`;
 - `[model]`: read by `models.spec.model_spec_from_config` (architecture and its hyper-parameters);
 - `[train]`: loss, optimizer, schedule, clipping, batch size, epochs, patience, seed, precision,
-  truncated BPTT.
+  truncated BPTT;
+- `[evaluate]`: the baselines' settings (cycle range for last-cycle, ridge lags) and bootstrap.
 
 Unknown keys anywhere raise `ConfigError` naming the key, so a typo never silently falls back to a
 default. Paths stay as written (relative to the working directory).
@@ -61,10 +62,13 @@ class WindowConfig:
             if value < 1:
                 raise ConfigError(f"[window] {key} must be >= 1, got {value}")
         if self.gap_policy not in ("skip", "mask"):
-            raise ConfigError(f"[window] gap_policy must be 'skip' or 'mask', got {self.gap_policy!r}")
+            raise ConfigError(
+                f"[window] gap_policy must be 'skip' or 'mask', got {self.gap_policy!r}"
+            )
         if not self.inputs or not self.targets:
             raise ConfigError(
-                f"[window] inputs and targets must be non-empty, got {self.inputs} and {self.targets}"
+                f"[window] inputs and targets must be non-empty, got {self.inputs} and "
+                f"{self.targets}"
             )
 
 
@@ -89,7 +93,9 @@ class TrainConfig:
                    "precision": PRECISIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"[train] {key} must be one of {allowed}, got {getattr(self, key)!r}")
+                raise ConfigError(
+                    f"[train] {key} must be one of {allowed}, got {getattr(self, key)!r}"
+                )
         for key in ("batch_size", "epochs"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[train] {key} must be >= 1, got {getattr(self, key)}")
@@ -101,12 +107,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How forecasts are scored against baselines on held-out patients."""
+
+    min_period_s: float = 0.3  # last-cycle baseline: shortest cycle searched (ECG beat ~0.3-2 s)
+    max_period_s: float = 2.0
+    ridge_lags: int = 64
+    max_windows: int = 20000  # evaluation windows, evenly subsampled when there are more
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_period_s < self.max_period_s:
+            raise ConfigError(
+                f"[evaluate] needs 0 < min_period_s < max_period_s, got "
+                f"{self.min_period_s} and {self.max_period_s}"
+            )
+        for key in ("ridge_lags", "max_windows", "n_boot"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[evaluate] {key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     model: dict[str, Any] = field(default_factory=dict)  # validated by models.spec
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
     source: str = ""  # the file it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +145,7 @@ class Recipe:
             "window": _plain(dataclasses.asdict(self.window)),
             "model": _plain(self.model),
             "train": _plain(dataclasses.asdict(self.train)),
+            "evaluate": _plain(dataclasses.asdict(self.evaluate)),
         }
 
 
@@ -144,7 +173,7 @@ def _build(cls: type, table: dict[str, Any], section: str) -> Any:
 
 def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
     """Validate a recipe already parsed from TOML into a `Recipe`."""
-    allowed = {"name", "data", "window", "model", "train"}
+    allowed = {"name", "data", "window", "model", "train", "evaluate"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown} in {source or 'recipe'}; "
@@ -158,6 +187,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
         window=_build(WindowConfig, raw.get("window", {}), "window"),
         model=dict(raw.get("model", {})),
         train=_build(TrainConfig, raw.get("train", {}), "train"),
+        evaluate=_build(EvalConfig, raw.get("evaluate", {}), "evaluate"),
         source=source,
     )
     missing = [c for c in (*recipe.window.inputs, *recipe.window.targets)

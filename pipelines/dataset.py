@@ -71,7 +71,9 @@ class Dataset:
         return list(self.manifest.loc[self.manifest["split"] == split, "record_id"])
 
     def patients(self, split: str | None = None) -> list[str]:
-        rows = self.manifest if split in (None, "all") else self.manifest[self.manifest["split"] == split]
+        rows = self.manifest
+        if split not in (None, "all"):
+            rows = rows[rows["split"] == split]
         return sorted(set(rows["patient_id"]))
 
     def signal_path(self, record_id: str) -> Path:

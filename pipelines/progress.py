@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 def progress(items: Iterable[T], total: int | None = None, desc: str = "",
              logger: logging.Logger | None = None, every: int = 10) -> Iterator[T]:
-    """Iterate `items` with a progress bar when stderr is a terminal, else log every `every` items."""
+    """Iterate `items` with a bar when stderr is a terminal, else log every `every` items."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real PhysioNet excerpts (skipped when absent) and a synthetic WFDB writer."""
+"""Shared fixtures: the real PhysioNet excerpts (skipped when absent), a synthetic WFDB writer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SHARED_PHYSIONET = REPO_ROOT.parent / "shared" / "physionet"
 def physionet_dir() -> Path:
     """`../shared/physionet`: real PhysioNet excerpts. Tests using it skip when it is absent."""
     if not SHARED_PHYSIONET.is_dir():
-        pytest.skip(f"real PhysioNet excerpts not found at {SHARED_PHYSIONET} (../shared is absent)")
+        pytest.skip(f"real PhysioNet excerpts not found at {SHARED_PHYSIONET} (no ../shared)")
     return SHARED_PHYSIONET
 
 

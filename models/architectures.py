@@ -1,0 +1,181 @@
+"""Forecasting model builders: one `ModelSpec` in, one uncompiled `keras.Model` out.
+
+Every model maps a window of raw physical units to a forecast in raw physical units:
+
+    signal (B, T, C) -> normalize -> core -> head -> denormalize -> forecast (B, H, K)
+                                               \\-> quantile head -> quantiles (B, H, K, Q)
+
+Only `keras.layers` / `keras.ops`, so the same model runs on TensorFlow, JAX and PyTorch. Recurrent
+layers keep the defaults that leave the fused cuDNN kernels eligible (tanh/sigmoid, no recurrent
+dropout, unroll off, bias on); `models.params.check` reports it per layer.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from models.normalization import (
+    NormStats,
+    make_input_normalizer,
+    make_output_denormalizer,
+    standardize_layer_class,
+)
+from models.spec import ModelSpec
+
+# Registers `Standardize` at import, so `keras.saving.load_model` finds it after importing us.
+Standardize = standardize_layer_class()
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class OrderedQuantiles(layers.Layer):
+    """Raw `(..., Q)` scores -> non-crossing quantiles: a base plus cumulative softplus increments.
+
+    q_0 = s_0 and q_j = q_{j-1} + softplus(s_j), so q_0 <= q_1 <= ... for any weights: quantile
+    crossing is impossible by construction rather than penalised. No weights.
+    """
+
+    def call(self, scores):
+        base = scores[..., :1]
+        steps = ops.softplus(scores[..., 1:])
+        return ops.concatenate([base, base + ops.cumsum(steps, axis=-1)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _recurrent_layer(spec: ModelSpec, units: int, name: str, **kwargs) -> layers.Layer:
+    """One recurrent layer of `spec.arch` (seq2seq layers are LSTMs)."""
+    common = dict(dropout=spec.dropout, name=name, **kwargs)
+    if spec.arch in ("lstm", "seq2seq"):
+        # unit_forget_bias: a forget gate that starts open lets gradient through long windows.
+        return layers.LSTM(units, unit_forget_bias=spec.forget_bias, **common)
+    if spec.arch == "gru":
+        return layers.GRU(units, reset_after=spec.gru_reset_after, **common)
+    if spec.arch == "simplernn":
+        return layers.SimpleRNN(units, activation="tanh", **common)
+    if spec.arch == "irnn":
+        # Le, Jaitly & Hinton 2015: ReLU units, identity recurrence, zero bias, small input
+        # weights; the state is carried unchanged until the input says otherwise.
+        return layers.SimpleRNN(
+            units,
+            activation="relu",
+            recurrent_initializer=keras.initializers.Identity(),
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            bias_initializer="zeros",
+            **common,
+        )
+    raise ValueError(f"arch {spec.arch!r} has no recurrent layer")
+
+
+def _stacked_core(spec: ModelSpec, z):
+    """(B, T, C) -> (B, h_last) through the stacked (optionally bidirectional) recurrent layers."""
+    depth = len(spec.units)
+    for i, units in enumerate(spec.units, start=1):
+        last = i == depth
+        name = f"{spec.arch}_{i}"
+        layer = _recurrent_layer(spec, units, name=name, return_sequences=not last)
+        if spec.bidirectional:
+            layer = layers.Bidirectional(layer, name=f"bi_{name}")
+        z = layer(z)  # (B, T, h_i) or (B, h_last); doubled widths when bidirectional
+    return z
+
+
+def _direct_core(spec: ModelSpec, z):
+    """(B, T, C) -> (B, h_last): the flattened window through ReLU Dense layers (no recurrence)."""
+    z = layers.Flatten(name="flatten")(z)  # (B, T*C)
+    for i, units in enumerate(spec.units, start=1):
+        z = layers.Dense(units, activation="relu", name=f"dense_{i}")(z)
+        if spec.dropout > 0:
+            z = layers.Dropout(spec.dropout, name=f"dropout_{i}")(z)
+    return z
+
+
+def _direct_heads(spec: ModelSpec, z, stats: NormStats) -> dict:
+    """(B, h) -> forecast (B, H, K) [+ quantiles (B, H, K, Q)]: all horizon steps at once."""
+    h, k = spec.horizon, spec.n_targets
+    y = layers.Dense(h * k, name="head")(z)  # (B, H*K)
+    y = layers.Reshape((h, k), name="head_reshape")(y)  # (B, H, K)
+    outputs = {"forecast": make_output_denormalizer(stats, name="forecast")(y)}
+    if spec.probabilistic:
+        n_q = len(spec.quantiles)
+        q = layers.Dense(h * k * n_q, name="quantile_head")(z)  # (B, H*K*Q)
+        q = layers.Reshape((h, k, n_q), name="quantile_reshape")(q)  # (B, H, K, Q)
+        outputs["quantiles"] = _quantile_output(q, stats)
+    return outputs
+
+
+def _quantile_output(q, stats: NormStats):
+    """(B, H, K, Q) standardized scores -> ordered quantiles in physical units."""
+    q = OrderedQuantiles(name="quantile_order")(q)
+    # std > 0, so de-normalizing along the target axis keeps the order.
+    return make_output_denormalizer(stats, name="quantiles", axis=2)(q)
+
+
+def _seq2seq(spec: ModelSpec, z, stats: NormStats) -> dict:
+    """LSTM encoder -> LSTM decoder that runs over the horizon, one output step per decoder step.
+
+    Decoder layer i starts from encoder layer i's final (h, c); its input at every step is the
+    encoder's final top-layer state (the context). A shared per-step Dense maps each decoder state
+    to that step's forecast, so the head has K weights-per-unit, not H*K.
+    """
+    states = []
+    depth = len(spec.units)
+    for i, units in enumerate(spec.units, start=1):
+        enc = _recurrent_layer(
+            spec, units, name=f"encoder_{i}", return_sequences=i < depth, return_state=True
+        )
+        out, h_state, c_state = enc(z)
+        states.append([h_state, c_state])
+        z = out  # (B, T, h_i) below the top layer
+    context = layers.RepeatVector(spec.horizon, name="repeat_context")(states[-1][0])  # (B, H, h)
+    d = context
+    for i, units in enumerate(spec.units, start=1):
+        dec = _recurrent_layer(spec, units, name=f"decoder_{i}", return_sequences=True)
+        d = dec(d, initial_state=states[i - 1])  # (B, H, h_i)
+    k = spec.n_targets
+    y = layers.Dense(k, name="head")(d)  # (B, H, K)
+    outputs = {"forecast": make_output_denormalizer(stats, name="forecast")(y)}
+    if spec.probabilistic:
+        n_q = len(spec.quantiles)
+        q = layers.Dense(k * n_q, name="quantile_head")(d)  # (B, H, K*Q)
+        q = layers.Reshape((spec.horizon, k, n_q), name="quantile_reshape")(q)
+        outputs["quantiles"] = _quantile_output(q, stats)
+    return outputs
+
+
+def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
+    """Build (not compile) the forecaster described by `spec`.
+
+    Input `signal`: `(batch, input_steps, n_channels)` in physical units. Outputs, a dict:
+    `forecast` `(batch, horizon, n_targets)` in physical units, plus `quantiles`
+    `(batch, horizon, n_targets, n_quantiles)` (ordered along the last axis) when
+    `spec.quantiles` is non-empty. `norm` holds train-split statistics; None means identity
+    (mean 0, std 1), enough for `inspect` and shape checks.
+    """
+    stats = norm or NormStats.identity(spec.n_channels, spec.n_targets)
+    if len(stats.input_mean) != spec.n_channels:
+        raise ValueError(
+            f"norm has {len(stats.input_mean)} input channels, spec has {spec.n_channels}"
+        )
+    if len(stats.target_mean) != spec.n_targets:
+        raise ValueError(f"norm has {len(stats.target_mean)} targets, spec has {spec.n_targets}")
+    signal = keras.Input(shape=(spec.input_steps, spec.n_channels), name="signal")  # (B, T, C)
+    z = make_input_normalizer(stats)(signal)
+    if spec.arch == "seq2seq":
+        outputs = _seq2seq(spec, z, stats)
+    elif spec.arch == "direct":
+        outputs = _direct_heads(spec, _direct_core(spec, z), stats)
+    else:
+        outputs = _direct_heads(spec, _stacked_core(spec, z), stats)
+    return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}")
+
+
+def compile_losses(spec: ModelSpec) -> dict:
+    """Per-output losses matching `build_model`: MSE on `forecast`, pinball on `quantiles`."""
+    from models.losses import PinballLoss
+
+    losses: dict = {"forecast": "mse"}
+    if spec.probabilistic:
+        losses["quantiles"] = PinballLoss(spec.quantiles)
+    return losses

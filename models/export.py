@@ -1,0 +1,354 @@
+"""Export a Keras forecaster as a TF-Serving-ready SavedModel, and verify it in a fresh process.
+
+What `export_savedmodel` writes into a version folder (see `models.store` for the layout):
+
+    saved_model.pb, variables/, fingerprint.pb
+        `serving_default` (endpoint `serve`): one input `signal` float32 (None, input_steps,
+        channels) in physical units; one output per model output, keyed by the model's output
+        names (`forecast`, and `quantiles` for probabilistic recipes), never `output_0`.
+    assets.extra/pulsecast.json
+        the caller's metadata plus `exported_at` (UTC ISO 8601), `keras_version`,
+        `tensorflow_version` and `serving_signature` (input/output names and shapes).
+    assets.extra/tf_serving_warmup_requests
+        a TFRecord of `tensorflow.serving.PredictionLog` protos (tensorflow-serving-api): predict
+        requests on `serving_default` with a batch of 1 and the full warmup batch, replayed by
+        TF Serving before the version becomes AVAILABLE.
+
+GPU trap: Keras picks the cuDNN LSTM/GRU kernel at trace time when TensorFlow sees a GPU, and a
+graph holding `CudnnRNNV3` cannot run on a CPU-only server. `export_savedmodel` refuses to leave
+such a graph behind (`ExportError`); on a GPU host call `export_in_subprocess`, which exports from
+a child process with `CUDA_VISIBLE_DEVICES=-1`. `verify_savedmodel` loads the result in a fresh
+CPU-only process and checks it reproduces the Keras model's numbers. Intended flow:
+
+    store.publish(base, lambda staging: (
+        export_savedmodel(model, staging, metadata, x[:8]),
+        verify_savedmodel(staging, x, model_outputs),
+    ))
+
+TensorFlow and Keras are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INPUT_KEY = "signal"
+SIGNATURE_KEY = "serving_default"
+ENDPOINT_NAME = "serve"
+WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
+METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
+_CUDNN_OP_PREFIX = "CudnnRNN"
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported as promised (shape, names, GPU-only ops)."""
+
+
+class ExportVerificationError(ValueError):
+    """An exported SavedModel whose `serving_default` does not reproduce the Keras model."""
+
+
+def _input_dims(model: Any) -> tuple[int, int]:
+    inputs = model.inputs or []
+    if len(inputs) != 1:
+        raise ExportError(f"model must have exactly one input, got {len(inputs)}")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 3 or shape[1] is None or shape[2] is None:
+        raise ExportError(
+            f"model input must be (batch, input_steps, channels) with both known, got {shape}"
+        )
+    return int(shape[1]), int(shape[2])
+
+
+def _named_outputs(model: Any, outputs: Any) -> dict:
+    """Model outputs as {output name: tensor}: a bare tensor or list would become `output_0`."""
+    if isinstance(outputs, Mapping):
+        return dict(outputs)
+    names = list(model.output_names)
+    if isinstance(outputs, list | tuple):
+        if len(outputs) != len(names):
+            raise ExportError(f"model returned {len(outputs)} outputs for names {names}")
+        return dict(zip(names, outputs, strict=True))
+    return {names[0]: outputs}
+
+
+def _check_warmup(warmup_batch: np.ndarray, input_steps: int, channels: int) -> np.ndarray:
+    batch = np.asarray(warmup_batch, dtype=np.float32)
+    if batch.ndim != 3 or batch.shape[1:] != (input_steps, channels) or len(batch) == 0:
+        raise ExportError(
+            f"warmup_batch must be (n >= 1, {input_steps}, {channels}), got {batch.shape}"
+        )
+    if not np.isfinite(batch).all():
+        raise ExportError("warmup_batch must be finite, got NaN or inf values")
+    return batch
+
+
+def _write_warmup(path: Path, batch: np.ndarray) -> int:
+    """TFRecord of PredictionLog predict requests: batch of 1, and the whole batch when larger."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    requests = [batch[:1]] + ([batch] if len(batch) > 1 else [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for inputs in requests:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=SIGNATURE_KEY)
+            )
+            request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(inputs, dtype=tf.float32))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return len(requests)
+
+
+def find_gpu_only_ops(path: str | Path) -> list[str]:
+    """Names of cuDNN-only ops (`CudnnRNN*`) anywhere in a SavedModel's graph, sorted."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    found = set()
+    for meta in proto.meta_graphs:
+        nodes = list(meta.graph_def.node)
+        for fn in meta.graph_def.library.function:
+            nodes.extend(fn.node_def)
+        found.update(n.op for n in nodes if n.op.startswith(_CUDNN_OP_PREFIX))
+    return sorted(found)
+
+
+def export_savedmodel(
+    model: Any,
+    path: str | Path,
+    metadata: Mapping[str, Any],
+    warmup_batch: np.ndarray,
+) -> Path:
+    """Write `model` as a SavedModel into `path` (absent or empty) with metadata and warmup file.
+
+    `warmup_batch` is `(n, input_steps, channels)` in physical units (a few real windows).
+    Raises `ExportError` when the model's input is not `(None, steps, channels)` or when the
+    traced graph contains a cuDNN-only op (exported where a GPU was visible).
+    """
+    import keras
+    import tensorflow as tf
+
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise ExportError(f"export path must be absent or empty, got non-empty {path}")
+    input_steps, channels = _input_dims(model)
+    batch = _check_warmup(warmup_batch, input_steps, channels)
+
+    def serve(signal):  # the argument name is the signature's input key
+        return _named_outputs(model, model(signal, training=False))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    endpoint = archive.add_endpoint(
+        ENDPOINT_NAME,
+        serve,
+        input_signature=[
+            keras.InputSpec(shape=(None, input_steps, channels), dtype="float32", name=INPUT_KEY)
+        ],
+    )
+    # A fixed input signature means one trace, shared with the save: its outputs are the keys.
+    traced = endpoint.get_concrete_function().structured_outputs
+    signature = {
+        "inputs": {INPUT_KEY: [None, input_steps, channels]},
+        "outputs": {name: list(t.shape) for name, t in sorted(traced.items())},
+    }
+    archive.write_out(str(path), verbose=False)
+
+    gpu_ops = find_gpu_only_ops(path)
+    if gpu_ops:
+        raise ExportError(
+            f"exported graph contains GPU-only ops {gpu_ops}: it would not run on a CPU server. "
+            "Export with no visible GPU (export_in_subprocess, or CUDA_VISIBLE_DEVICES=-1)"
+        )
+    n_warmup = _write_warmup(path / WARMUP_RELPATH, batch)
+    info = {
+        **dict(metadata),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "serving_signature": signature,
+        "warmup_records": n_warmup,
+    }
+    (path / METADATA_RELPATH).write_text(
+        json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def _cpu_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = "-1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def _run_child(script: str, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=_cpu_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+_EXPORT_CHILD = textwrap.dedent(
+    """
+    import importlib, json, sys
+    import numpy as np
+    work, out = sys.argv[1], sys.argv[2]
+    spec = json.load(open(work + "/job.json"))
+    for name in spec["import_modules"]:
+        importlib.import_module(name)
+    import keras
+    from models.export import export_savedmodel
+    model = keras.saving.load_model(spec["model_path"], compile=False)
+    export_savedmodel(model, out, spec["metadata"], np.load(work + "/warmup.npy"))
+    """
+)
+
+
+def export_in_subprocess(
+    model: Any,
+    path: str | Path,
+    metadata: Mapping[str, Any],
+    warmup_batch: np.ndarray,
+    *,
+    import_modules: Sequence[str] = ("models.architectures",),
+    timeout_s: float = 600.0,
+) -> Path:
+    """`export_savedmodel` run in a child process that sees no GPU (`CUDA_VISIBLE_DEVICES=-1`).
+
+    `model` is a Keras model (saved to a temporary `.keras` file for the child) or the path of a
+    `.keras` file. `import_modules` are imported in the child first so custom layers are
+    registered. Raises `ExportError` with the child's stderr tail when it fails.
+    """
+    with tempfile.TemporaryDirectory(prefix="pulsecast-export-") as work:
+        if isinstance(model, str | Path):
+            model_path = str(model)
+        else:
+            model_path = str(Path(work) / "model.keras")
+            model.save(model_path)
+        np.save(Path(work) / "warmup.npy", np.asarray(warmup_batch, dtype=np.float32))
+        job = {
+            "model_path": model_path,
+            "metadata": dict(metadata),
+            "import_modules": list(import_modules),
+        }
+        (Path(work) / "job.json").write_text(json.dumps(job, allow_nan=False), encoding="utf-8")
+        done = _run_child(_EXPORT_CHILD, [work, str(path)], timeout_s)
+    if done.returncode != 0:
+        raise ExportError(
+            f"export in a CPU-only subprocess failed (exit {done.returncode}):\n"
+            f"{done.stderr[-3000:]}"
+        )
+    return Path(path)
+
+
+_VERIFY_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, work = sys.argv[1], sys.argv[2]
+    data = np.load(work + "/data.npz")
+    loaded = tf.saved_model.load(path)
+    report = {"signatures": sorted(loaded.signatures.keys())}
+    fn = loaded.signatures.get("serving_default")
+    if fn is not None:
+        inputs = fn.structured_input_signature[1]
+        report["inputs"] = {k: [d for d in v.shape.as_list()] for k, v in inputs.items()}
+        report["outputs"] = sorted(fn.structured_outputs)
+        if list(inputs) == ["signal"]:
+            got = fn(signal=tf.constant(data["x"], dtype=tf.float32))
+            np.savez(work + "/got.npz", **{k: v.numpy() for k, v in got.items()})
+    json.dump(report, open(work + "/report.json", "w"))
+    """
+)
+
+
+def verify_savedmodel(
+    path: str | Path,
+    x: np.ndarray,
+    expected: np.ndarray | Mapping[str, np.ndarray],
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    timeout_s: float = 300.0,
+) -> dict[str, float]:
+    """Check, in a fresh CPU-only process, that the SavedModel reproduces the Keras model.
+
+    Loads `path` with `tf.saved_model.load` in a child process (`CUDA_VISIBLE_DEVICES=-1`, so a
+    graph needing cuDNN fails here, not on the server), calls `serving_default(signal=x)` and
+    compares with `expected`: a dict {output name: array}, or one array for the `forecast` (or
+    only) output. Passes when |got - expected| <= atol + rtol * |expected| everywhere.
+    Returns {output name: max abs difference}; raises `ExportVerificationError` naming the
+    output and the difference otherwise.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="pulsecast-verify-") as work:
+        np.savez(Path(work) / "data.npz", x=x)
+        done = _run_child(_VERIFY_CHILD, [str(path), work], timeout_s)
+        if done.returncode != 0:
+            raise ExportVerificationError(
+                f"loading {path} in a fresh CPU-only process failed (exit {done.returncode}):\n"
+                f"{done.stderr[-3000:]}"
+            )
+        report = json.loads((Path(work) / "report.json").read_text())
+        got_path = Path(work) / "got.npz"
+        got = dict(np.load(got_path)) if got_path.exists() else {}
+    if SIGNATURE_KEY not in report["signatures"]:
+        raise ExportVerificationError(
+            f"{path} has no {SIGNATURE_KEY!r} signature, only {report['signatures']}"
+        )
+    if list(report["inputs"]) != [INPUT_KEY]:
+        raise ExportVerificationError(
+            f"{SIGNATURE_KEY} inputs must be exactly [{INPUT_KEY!r}], got {list(report['inputs'])}"
+        )
+    if not isinstance(expected, Mapping):
+        names = report["outputs"]
+        key = "forecast" if "forecast" in names else (names[0] if len(names) == 1 else None)
+        if key is None:
+            raise ExportVerificationError(
+                f"expected is one array but {SIGNATURE_KEY} has outputs {names}; pass a dict"
+            )
+        expected = {key: expected}
+    diffs: dict[str, float] = {}
+    for name, want in expected.items():
+        if name not in got:
+            raise ExportVerificationError(
+                f"{SIGNATURE_KEY} has no output {name!r}; outputs are {sorted(got)}"
+            )
+        want = np.asarray(want)
+        if got[name].shape != want.shape:
+            raise ExportVerificationError(
+                f"output {name!r} has shape {got[name].shape}, expected {want.shape}"
+            )
+        diff = np.abs(got[name].astype(np.float64) - want)
+        diffs[name] = float(diff.max()) if diff.size else 0.0
+        if not np.all(diff <= atol + rtol * np.abs(want)):
+            raise ExportVerificationError(
+                f"output {name!r} of {path} differs from the Keras model by up to "
+                f"{diffs[name]:.3g} (atol={atol}, rtol={rtol})"
+            )
+    return diffs

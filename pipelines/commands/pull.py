@@ -1,0 +1,46 @@
+"""`pulsecast pull`: download WFDB records from PhysioNet (or a mirror of its layout)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipelines.pull import PHYSIONET_URL  # stdlib-only module: cheap to import
+
+HELP = "download WFDB records of a PhysioNet database (e.g. mitdb/1.0.0) or a mirror of it"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", required=True,
+                        help="database with its version, as PhysioNet names it: mitdb/1.0.0")
+    parser.add_argument("--records", default=None,
+                        help="comma-separated record names (default: the database's RECORDS)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the files (default: data/raw/<database slug>)")
+    parser.add_argument("--mirror", default=PHYSIONET_URL,
+                        help="base URL laid out as <mirror>/<db>/<version>/ "
+                        f"(default {PHYSIONET_URL})")
+    parser.add_argument("--no-annotations", action="store_true",
+                        help="skip annotation files listed in the database's ANNOTATORS")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait on the server per request (default 60)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.pull import PullConfig, pull
+
+    records = None
+    if args.records is not None:
+        records = tuple(r.strip() for r in args.records.split(",") if r.strip())
+    out = args.out or Path("data/raw") / args.db.strip("/").split("/")[0]
+    config = PullConfig(db=args.db, out=out, records=records, mirror=args.mirror,
+                        annotations=not args.no_annotations, timeout_s=args.timeout)
+    result = pull(config)
+    log.info("%d file(s) in %s (%d downloaded now)", len(result.files), out, result.downloaded)
+    if result.failed:
+        log.error("%d record(s) failed: %s", len(result.failed), ", ".join(result.failed))
+        return 1
+    return 0

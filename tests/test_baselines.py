@@ -1,0 +1,122 @@
+"""Baselines: persistence, last_cycle (seasonal naive with a per-window period) and ridge AR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.baselines import (
+    estimate_periods,
+    fit_ridge_ar,
+    last_cycle,
+    make_baseline_forecasts,
+    persistence,
+)
+from pipelines.metrics import mae
+
+
+def _periodic_batch(periods: list[int], n: int, seed: int = 0) -> np.ndarray:
+    """One row per period: a random smooth waveform repeated exactly every `period` samples."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for period in periods:
+        cycle = np.convolve(rng.normal(size=period + 4), np.ones(5) / 5, mode="valid")
+        rows.append(10.0 + cycle[np.arange(n) % period])
+    return np.stack(rows)
+
+
+def test_persistence_repeats_the_last_value_of_each_target_channel() -> None:
+    x = np.array(
+        [[[1.0, 10.0, 100.0], [2.0, 20.0, 200.0]], [[3.0, 30.0, 300.0], [4.0, 40.0, 400.0]]]
+    )
+
+    y_hat = persistence(x, horizon=3, target_idx=[2, 0])
+
+    assert y_hat.shape == (2, 3, 2)
+    np.testing.assert_array_equal(y_hat[0], [[200.0, 2.0]] * 3)
+    np.testing.assert_array_equal(y_hat[1], [[400.0, 4.0]] * 3)
+
+
+def test_persistence_rejects_a_target_channel_out_of_range_naming_it() -> None:
+    with pytest.raises(ValueError, match="target_idx 3 is out of range for x with 3 channels"):
+        persistence(np.zeros((1, 4, 3)), horizon=2, target_idx=3)
+
+
+def test_last_cycle_recovers_a_pure_periodic_signal_exactly() -> None:
+    steps, horizon = 200, 60
+    signal = _periodic_batch([25], steps + horizon)  # (1, time)
+    x, y = signal[:, :steps, None], signal[:, steps:, None]
+
+    y_hat = last_cycle(x, horizon, 0, fs=50.0, min_period_s=0.2, max_period_s=2.0)
+
+    np.testing.assert_allclose(y_hat, y, atol=1e-12)
+
+
+def test_estimate_periods_finds_a_different_period_in_each_window_of_one_batch() -> None:
+    periods = [7, 20, 33, 50, 71, 100]
+    rows = _periodic_batch(periods, 256)
+
+    found = estimate_periods(rows, min_lag=3, max_lag=128)
+
+    np.testing.assert_array_equal(found, periods)
+
+
+def test_last_cycle_forecasts_every_window_of_a_mixed_batch_exactly() -> None:
+    steps, horizon = 256, 90
+    periods = [12, 40, 64, 100]
+    signal = _periodic_batch(periods, steps + horizon, seed=3)
+    x, y = signal[:, :steps, None], signal[:, steps:, None]
+
+    y_hat = last_cycle(x, horizon, 0, fs=100.0, min_period_s=0.05, max_period_s=2.0)
+
+    np.testing.assert_allclose(y_hat, y, atol=1e-12)
+
+
+def test_last_cycle_falls_back_to_persistence_on_noise_and_flat_lines() -> None:
+    rng = np.random.default_rng(1)
+    x = np.stack([rng.normal(size=256), np.full(256, 5.0)])[:, :, None]
+
+    y_hat = last_cycle(x, 10, 0, fs=100.0, min_period_s=0.05, max_period_s=1.0)
+
+    np.testing.assert_array_equal(y_hat, persistence(x, 10, 0))
+
+
+def test_last_cycle_rejects_a_window_too_short_for_two_cycles() -> None:
+    with pytest.raises(ValueError, match="input_steps=100 is too short for min_period_s=1.0"):
+        last_cycle(np.zeros((1, 100, 1)), 5, 0, fs=100.0, min_period_s=1.0, max_period_s=2.0)
+
+
+def _ar2_windows(n_windows: int, steps: int, horizon: int, seed: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    total = n_windows * (steps + horizon) + 500
+    series = np.zeros(total)
+    noise = rng.normal(scale=0.5, size=total)
+    for t in range(2, total):  # a damped oscillation: AR(2) with complex roots
+        series[t] = 1.6 * series[t - 1] - 0.8 * series[t - 2] + noise[t]
+    series = series[500:] + 80.0
+    span = steps + horizon
+    windows = np.stack([series[i * span : (i + 1) * span] for i in range(n_windows)])
+    return windows[:, :steps, None], windows[:, steps:, None]
+
+
+def test_ridge_ar_on_an_ar2_process_beats_persistence() -> None:
+    x_train, y_train = _ar2_windows(400, 32, 8, seed=0)
+    x_test, y_test = _ar2_windows(200, 32, 8, seed=1)
+
+    model = fit_ridge_ar(x_train, y_train, target_idx=0, n_lags=8, alpha=1.0)
+    y_hat = model.predict(x_test)
+
+    assert y_hat.shape == y_test.shape
+    assert mae(y_test, y_hat) < 0.8 * mae(y_test, persistence(x_test, 8, 0))
+
+
+def test_make_baseline_forecasts_names_every_applicable_baseline() -> None:
+    x, y = _ar2_windows(50, 64, 4, seed=2)
+    ridge = fit_ridge_ar(x, y, 0, n_lags=4)
+
+    forecasts = make_baseline_forecasts(
+        x, 4, 0, fs=10.0, min_period_s=0.3, max_period_s=3.0, ridge=ridge
+    )
+
+    assert sorted(forecasts) == ["last_cycle", "persistence", "ridge_ar"]
+    assert all(f.shape == y.shape for f in forecasts.values())

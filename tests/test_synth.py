@@ -1,0 +1,215 @@
+"""The synthetic cohort: real WFDB files, deterministic by seed, varied and coupled physiology."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from pipelines import synth
+from pipelines.cli import main
+from pipelines.synth import (
+    CHANNELS,
+    NUMERIC_CHANNELS,
+    NUMERIC_UNITS,
+    UNITS,
+    SynthConfig,
+    SynthError,
+    make_cohort_specs,
+    make_patient,
+    make_patient_signals,
+    write_cohort,
+)
+
+PATIENTS = 4
+MINUTES = 1.0
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    return write_cohort(SynthConfig(out=out, patients=PATIENTS, minutes=MINUTES, seed=7))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def _estimate_hr_bpm(ecg: np.ndarray, fs: float) -> float:
+    from scipy.signal import find_peaks
+
+    x = np.nan_to_num(ecg - np.nanmedian(ecg))
+    peaks, _ = find_peaks(x, height=0.5 * np.nanmax(x), distance=int(0.3 * fs))
+    return 60.0 * fs / float(np.median(np.diff(peaks)))
+
+
+def test_same_seed_writes_byte_identical_files(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_cohort(SynthConfig(out=tmp_path / name, patients=2, minutes=MINUTES, seed=3))
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(a[k] == b[k] for k in a)
+
+
+def test_different_seeds_give_different_signals() -> None:
+    s0, s1 = make_cohort_specs(1, seed=0)[0], make_cohort_specs(1, seed=1)[0]
+    assert s0.hr_bpm != s1.hr_bpm
+    ecg0, ecg1 = make_patient(s0, 0, MINUTES)["II"], make_patient(s1, 1, MINUTES)["II"]
+    assert not np.array_equal(ecg0, ecg1)
+
+
+def test_patient_is_the_same_whatever_the_cohort_size() -> None:
+    assert make_cohort_specs(2, seed=5)[1] == make_cohort_specs(6, seed=5)[1]
+
+
+def test_cohort_folder_has_records_file_and_one_folder_per_patient(cohort: list[Path]) -> None:
+    root = cohort[0].parent.parent
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
+        f"p{i:06d}" for i in range(1, PATIENTS + 1)
+    ]
+    lines = (root / "RECORDS").read_text().split()
+    assert len(lines) == 2 * PATIENTS
+    assert f"{cohort[0].parent.name}/{cohort[0].name}n" in lines
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_waveform_records_read_back_with_names_units_fs_and_start(cohort: list[Path]) -> None:
+    specs = make_cohort_specs(PATIENTS, seed=7)
+    for path, spec in zip(cohort, specs, strict=True):
+        record = wfdb.rdrecord(str(path))
+        assert record.sig_name == list(CHANNELS)
+        assert record.units == list(UNITS)
+        assert record.fs == 125
+        assert record.sig_len == int(MINUTES * 60 * 125)
+        assert record.base_datetime == spec.start
+        assert path.name == f"{spec.patient_id}-{spec.start:%Y-%m-%d-%H-%M}"
+
+
+def test_files_hold_exactly_the_in_memory_patient(cohort: list[Path]) -> None:
+    spec = make_cohort_specs(1, seed=7)[0]
+    memory = synth.make_signal_matrix(make_patient(spec, 7, MINUTES))
+    np.testing.assert_array_equal(wfdb.rdrecord(str(cohort[0])).p_signal, memory)
+
+
+def test_patients_differ_in_estimated_heart_rate(cohort: list[Path]) -> None:
+    hrs = [_estimate_hr_bpm(wfdb.rdrecord(str(p), channel_names=["II"]).p_signal[:, 0], 125)
+           for p in cohort]
+    specs = make_cohort_specs(PATIENTS, seed=7)
+    assert min(np.diff(sorted(hrs))) > 1.0, hrs
+    for hr, spec in zip(hrs, specs, strict=True):
+        assert abs(hr - spec.hr_bpm) < 12, (hr, spec.hr_bpm)
+
+
+def test_gaps_are_nan_runs_of_seconds_and_never_a_whole_channel(cohort: list[Path]) -> None:
+    for path in cohort:
+        signal = wfdb.rdrecord(str(path)).p_signal
+        nan = np.isnan(signal)
+        assert nan.any(), path.name
+        assert not nan.all(axis=0).any(), path.name
+        assert nan.mean() < 0.5
+
+
+def test_abp_follows_the_r_peak_and_pleth_follows_abp() -> None:
+    spec = make_cohort_specs(1, seed=2)[0]
+    sig = make_patient_signals(spec, 2, MINUTES)
+    fs = sig.fs
+
+    def upstroke_delays(x: np.ndarray) -> np.ndarray:
+        slope = np.diff(x)
+        out = []
+        for r in sig.r_peaks_s[:-2]:
+            i0 = int(r * fs)
+            w = slope[i0:i0 + int(0.6 * fs)]
+            if w.size and not np.isnan(w).any():
+                out.append(np.argmax(w) / fs)
+        return np.asarray(out)
+
+    abp = np.median(upstroke_delays(sig.waveforms["ABP"]))
+    pleth = np.median(upstroke_delays(sig.waveforms["PLETH"]))
+    assert spec.abp_delay_s <= abp <= spec.abp_delay_s + 0.1
+    assert pleth > abp
+
+
+def test_multi_segment_record_has_layout_null_segment_and_reads_whole(cohort: list[Path]) -> None:
+    path = cohort[1]  # index 1 is multi-segment
+    spec = make_cohort_specs(2, seed=7)[1]
+    assert spec.multi_segment
+    header = wfdb.rdheader(str(path), rd_segments=True)
+    assert header.seg_name[0] == f"{spec.segment_prefix}_layout"
+    assert "~" in header.seg_name
+    assert header.sig_len == sum(header.seg_len)
+    without_abp = [s for s in header.segments if s is not None and "ABP" not in s.sig_name]
+    assert without_abp and without_abp[0].sig_len > 0
+    record = wfdb.rdrecord(str(path))
+    assert record.sig_name == list(CHANNELS)
+    assert record.p_signal.shape == (int(MINUTES * 60 * 125), len(CHANNELS))
+    null_at = sum(header.seg_len[: header.seg_name.index("~")])
+    assert np.isnan(record.p_signal[null_at]).all()
+    memory = synth.make_signal_matrix(make_patient(spec, 7, MINUTES))
+    np.testing.assert_array_equal(record.p_signal, memory)
+
+
+def test_numerics_record_is_per_minute_and_uses_zero_for_missing(cohort: list[Path]) -> None:
+    for path in cohort:
+        numerics = wfdb.rdrecord(str(path) + "n")
+        assert numerics.sig_name == list(NUMERIC_CHANNELS)
+        assert numerics.units == list(NUMERIC_UNITS)
+        assert numerics.fs == pytest.approx(1 / 60)
+        assert numerics.sig_len == int(MINUTES)
+        assert not np.isnan(numerics.p_signal).any()
+    ten_minutes = make_patient_signals(make_cohort_specs(1, seed=7)[0], 7, minutes=10).numerics
+    assert sum(int((v == 0).sum()) for v in ten_minutes.values()) >= 1
+    hr = ten_minutes["HR"][ten_minutes["HR"] > 0]
+    assert 35 < hr.min() and hr.max() < 180
+
+
+def test_cli_writes_a_cohort(tmp_path: Path) -> None:
+    out = tmp_path / "raw" / "synthetic"
+    rc = main(["synth", "--out", str(out), "--patients", "2", "--minutes", "1", "--seed", "0"])
+    assert rc == 0
+    assert (out / "p000002").is_dir()
+    assert len((out / "RECORDS").read_text().split()) == 4
+
+
+def test_cli_rejects_zero_patients_naming_the_value(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        rc = main(["synth", "--out", str(tmp_path / "x"), "--patients", "0"])
+    assert rc != 0
+    assert "patients must be between 1 and 999999, got 0" in caplog.text
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_rejects_records_shorter_than_a_minute(tmp_path: Path) -> None:
+    with pytest.raises(SynthError, match="minutes must be >= 1 .*got 0.5"):
+        SynthConfig(out=tmp_path, minutes=0.5)
+
+
+def test_existing_cohort_is_kept_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    write_cohort(SynthConfig(out=out, patients=1, minutes=MINUTES, seed=0))
+    with pytest.raises(SynthError, match="already exists"):
+        write_cohort(SynthConfig(out=out, patients=1, minutes=MINUTES, seed=1))
+    before = _files(out)
+    write_cohort(SynthConfig(out=out, patients=1, minutes=MINUTES, seed=1, overwrite=True))
+    assert _files(out) != before
+
+
+def test_a_failed_write_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def failing(signals: synth.PatientSignals, folder: Path) -> Path:
+        calls.append(folder)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original(signals, folder)
+
+    original = synth.write_patient
+    monkeypatch.setattr(synth, "write_patient", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_cohort(SynthConfig(out=tmp_path / "c", patients=3, minutes=MINUTES, seed=0))
+    assert list(tmp_path.iterdir()) == []
