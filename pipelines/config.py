@@ -190,6 +190,8 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
         evaluate=_build(EvalConfig, raw.get("evaluate", {}), "evaluate"),
         source=source,
     )
+    if recipe.train.loss == "quantile" and not recipe.model.get("quantiles"):
+        raise ConfigError("[train] loss = 'quantile' needs [model] quantiles, e.g. [0.1, 0.5, 0.9]")
     missing = [c for c in (*recipe.window.inputs, *recipe.window.targets)
                if c not in recipe.data.channels]
     if missing:

@@ -109,9 +109,15 @@ def evaluate_forecaster(
     y_hat = outputs["forecast"]
     if y_hat.shape != windows.y.shape:
         raise ValueError(f"forecast has shape {y_hat.shape}, the windows need {windows.y.shape}")
+    # last_cycle needs two cycles inside the input window
+    max_period_s = min(cfg.max_period_s, spec.input_steps / dataset.fs / 2)
+    cycle_ok = max_period_s > cfg.min_period_s
+    if not cycle_ok:
+        log.warning("last_cycle baseline skipped: a %d-step window at %g Hz cannot hold two "
+                    "cycles of >= %g s", spec.input_steps, dataset.fs, cfg.min_period_s)
     baselines = make_baseline_forecasts(
-        windows.x, spec.horizon, idx, fs=dataset.fs, min_period_s=cfg.min_period_s,
-        max_period_s=min(cfg.max_period_s, spec.input_steps / dataset.fs / 2), ridge=ridge,
+        windows.x, spec.horizon, idx, fs=dataset.fs if cycle_ok else None,
+        min_period_s=cfg.min_period_s, max_period_s=max_period_s, ridge=ridge,
     )
     result = compute_evaluation(
         windows.y, y_hat, baselines, windows.patient_ids,

@@ -12,13 +12,17 @@ Policy, record by record:
 - Every requested channel must exist (alias-matched, `pipelines.channels`) in at least one readable
   segment; in a variable-layout record a channel absent from some segments is NaN there.
 - Each channel is resampled from its native rate to `fs` (`pipelines.resample`); upsampling by more
-  than `MAX_UPSAMPLE` is refused with the rates named.
+  than `MAX_UPSAMPLE` is refused with the rates named. The per-record steps (channel plan from
+  the header alone, one read per segment, resampling, piece finding) live in `pipelines.assemble`.
 - Segments that are null (`~`), missing, unreadable, or carry none of the requested channels are
   gaps. Gaps up to `max_gap_s` are NaN inside a row; longer ones (and all-NaN stretches longer than
   `max_gap_s` inside the data) split the record into rows `<record>_000`, `<record>_001`, ...;
   leading and trailing gaps are dropped, and pieces shorter than `min_duration_s` are reported.
 - `patient_id`: the config's, else a MIMIC id (`sNNNNN`, `pNNNNNN`) at the start of the record
   name or a folder name, else the record's folder when it holds only this record, else the name.
+
+Each header file is parsed once per record and each signal file read once (plus once more, as
+bytes, for the sha256); numerics are told from waveforms by the header before any sample is read.
 """
 
 from __future__ import annotations
@@ -32,18 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.channels import match_channels
+from pipelines.assemble import Piece, Plan, SkipRecord, assemble_pieces, plan_channels
 from pipelines.quality import compute_quality, nan_fraction
-from pipelines.records import (
-    RecordHeader,
-    RecordReadError,
-    SegmentInfo,
-    find_records,
-    read_header,
-    read_segment,
-    read_sha256,
-)
-from pipelines.resample import resample_channel
+from pipelines.records import RecordHeader, RecordReadError, find_records, read_header, read_sha256
 from pipelines.splits import assign_split, validate_fractions
 
 __all__ = [
@@ -58,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_UPSAMPLE = 10.0  # a channel may be upsampled at most this much (125 Hz -> 1250 Hz is fine)
 NUMERICS_MAX_FS = 1.0  # a record named `...n` with a frame rate below this is a numerics record
 MIMIC_PATIENT = re.compile(r"^(s\d{5}|p\d{6})(?!\d)")
 
@@ -178,10 +172,6 @@ class IngestReport:
         return buf.getvalue()
 
 
-class _Skip(Exception):
-    """Internal: this record (or piece) is not ingested, for the reason in the message."""
-
-
 def is_numerics(header: RecordHeader) -> bool:
     """MIMIC numerics: a record named `...n` whose frame rate is below `NUMERICS_MAX_FS`."""
     return header.name.endswith("n") and header.fs < NUMERICS_MAX_FS
@@ -206,78 +196,6 @@ def derive_patient_id(record_path: Path, raw_dir: Path, header: RecordHeader) ->
     return record_path.name
 
 
-def _plan_channels(header: RecordHeader, config: IngestConfig) -> dict[int, dict[str, int]]:
-    """Per readable segment (by position), requested channel -> index in that segment.
-
-    Raises `_Skip` naming the channels no readable segment has, or rates that cannot be served.
-    """
-    readable = [i for i, s in enumerate(header.segments) if s.readable]
-    if not readable:
-        raise _Skip(f"no readable segment (all {len(header.segments)} are null or missing)")
-    plan = {i: match_channels(config.channels, list(header.segments[i].channels)) for i in readable}
-    missing = [c for c in config.channels if not any(c in m for m in plan.values())]
-    if missing:
-        has = ", ".join(dict.fromkeys(c for i in readable for c in header.segments[i].channels))
-        raise _Skip(f"lacks channels {', '.join(missing)} (has {has})")
-    for i, matched in plan.items():
-        seg = header.segments[i]
-        for want, idx in matched.items():
-            if config.fs / seg.rate(idx) > MAX_UPSAMPLE:
-                raise _Skip(
-                    f"channel {want} at {seg.rate(idx):.6g} Hz cannot be resampled to "
-                    f"{config.fs:g} Hz (more than {MAX_UPSAMPLE:g}x upsampling)"
-                )
-    return {i: m for i, m in plan.items() if m}
-
-
-def _runs(header: RecordHeader, data: list[int], max_gap_frames: float) -> list[list[int]]:
-    """Group data segment positions into runs whose gaps are at most `max_gap_frames`."""
-    runs: list[list[int]] = []
-    for i in data:
-        if runs:
-            prev = header.segments[runs[-1][-1]]
-            gap = header.segments[i].start - (prev.start + prev.n_frames)
-            if gap <= max_gap_frames:
-                runs[-1].append(i)
-                continue
-        runs.append([i])
-    return runs
-
-
-def _read_run(
-    header: RecordHeader, run: list[int], plan: dict[int, dict[str, int]], config: IngestConfig
-) -> tuple[float, np.ndarray]:
-    """(start_s, signal) of one run of segments at `config.fs`: float32 (time, channels)."""
-    ratio = config.fs / header.fs
-    first, last = header.segments[run[0]], header.segments[run[-1]]
-    n_out = int(round((last.start + last.n_frames - first.start) * ratio))
-    out = np.full((n_out, len(config.channels)), np.nan, dtype=np.float32)
-    for i in run:
-        seg: SegmentInfo = header.segments[i]
-        wanted = list(plan[i].items())
-        arrays = read_segment(header.path.parent, seg, [idx for _, idx in wanted])
-        offset = int(round((seg.start - first.start) * ratio))
-        length = min(int(round(seg.n_frames * ratio)), n_out - offset)
-        for (want, idx), x in zip(wanted, arrays, strict=True):
-            if config.numerics:
-                x = np.where(x == 0, np.nan, x)  # numerics write 0 for "no value"
-            y = resample_channel(x, seg.rate(idx), config.fs)[:length]
-            out[offset : offset + len(y), config.channels.index(want)] = y
-    return first.start / header.fs, out
-
-
-def _pieces(signal: np.ndarray, fs: float, max_gap_s: float) -> list[tuple[int, int]]:
-    """`[start, stop)` spans of `signal` between all-NaN stretches longer than `max_gap_s`."""
-    has_data = ~np.isnan(signal).all(axis=1)
-    idx = np.flatnonzero(has_data)
-    if idx.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) - 1 > max_gap_s * fs)
-    starts = np.concatenate(([idx[0]], idx[breaks + 1]))
-    stops = np.concatenate((idx[breaks] + 1, [idx[-1] + 1]))
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
-
-
 def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
     """One record -> manifest rows and float32 signals `(time, channels)` at `config.fs`, or skips.
 
@@ -288,24 +206,14 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
     try:
         header = read_header(record_path)
         if is_numerics(header) != config.numerics:
-            raise _Skip("numerics record (use --numerics)" if not config.numerics else
+            raise SkipRecord("numerics record (use --numerics)" if not config.numerics else
                         "not a numerics record (--numerics ingests only numerics records)")
-        plan = _plan_channels(header, config)
-        runs = _runs(header, sorted(plan), config.max_gap_s * header.fs)
-        pieces, short = [], []
-        for run in runs:
-            start_s, signal = _read_run(header, run, plan, config)
-            for a, b in _pieces(signal, config.fs, config.max_gap_s):
-                duration_s = (b - a) / config.fs
-                piece_start_s = start_s + a / config.fs
-                if duration_s < config.min_duration_s:
-                    short.append(f"piece at +{piece_start_s:.1f} s lasts {duration_s:.1f} s, "
-                                 f"shorter than min_duration_s {config.min_duration_s:g} s")
-                else:
-                    pieces.append((piece_start_s, signal[a:b]))
-        if not pieces:
-            raise _Skip("; ".join(short) if short else "no samples of the requested channels")
-    except (_Skip, RecordReadError) as err:
+        plan = plan_channels(header, config.channels, config.fs)
+        pieces, short = assemble_pieces(
+            header, plan, config.channels, config.fs, numerics=config.numerics,
+            max_gap_s=config.max_gap_s, min_duration_s=config.min_duration_s,
+        )
+    except (SkipRecord, RecordReadError) as err:
         reason = err.reason if isinstance(err, RecordReadError) else str(err)
         log.info("skipped %s: %s", record_path, reason)
         return RecordResult(record_path, skipped=((key, reason),))
@@ -320,8 +228,8 @@ def _make_result(
     record_path: Path,
     header: RecordHeader,
     config: IngestConfig,
-    plan: dict[int, dict[str, int]],
-    pieces: list[tuple[float, np.ndarray]],
+    plan: Plan,
+    pieces: list[Piece],
     short: list[str],
 ) -> RecordResult:
     """Manifest rows for the kept pieces of a record."""

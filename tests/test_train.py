@@ -1,0 +1,152 @@
+"""The batch training pipeline end to end on a small synthetic cohort, and its refusals.
+
+The cohort (12 patients, 2 minutes each) is written once per module as real WFDB files; patient
+ids p000009 (test) and p000012 (val) land in held-out splits by the stable hash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, parse_recipe
+from pipelines.train import TrainingError, train
+
+RECIPE = """
+name = "tiny"
+[data]
+raw = "{raw}"
+dataset = "{dataset}"
+channels = ["II", "ABP"]
+fs = 125
+[window]
+input_steps = 128
+horizon = 16
+stride = 32
+inputs = ["II", "ABP"]
+targets = ["II"]
+[model]
+arch = "lstm"
+units = [8]
+[train]
+epochs = 2
+batch_size = 64
+patience = 0
+[evaluate]
+max_windows = 500
+n_boot = 50
+"""
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from pipelines.synth import SynthConfig, write_cohort
+
+    raw = tmp_path_factory.mktemp("cohort") / "raw"
+    write_cohort(SynthConfig(out=raw, patients=12, minutes=2, seed=0))
+    return raw
+
+
+def write_recipe(tmp_path: Path, raw: Path, **replace: str) -> Path:
+    text = RECIPE.format(raw=raw, dataset=tmp_path / "ds")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_train_ingests_fits_evaluates_and_publishes_a_verified_version(tmp_path, cohort, capsys):
+    recipe = write_recipe(tmp_path, cohort)
+    store = tmp_path / "store"
+    code = main(["train", "--config", str(recipe), "--model-store", str(store),
+                 "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["version"] == 1
+    version = store / "tiny" / "1"
+    meta = json.loads((version / "assets.extra" / "pulsecast.json").read_text())
+    assert meta["channels"] == ["II", "ABP"] and meta["targets"] == ["II"]
+    assert meta["input_steps"] == 128 and meta["horizon"] == 16 and meta["fs"] == 125
+    assert meta["metrics"]["n_patients"] >= 1
+    assert set(meta["metrics"]["baselines"]) >= {"persistence", "last_cycle", "ridge_ar"}
+    assert (version / "saved_model.pb").exists()
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+    for name in ("history.csv", "checkpoints/last.keras", "evaluation/evaluation.json"):
+        assert (tmp_path / "run" / name).exists(), name
+
+    # a second training run publishes the next version, never overwriting the first
+    assert main(["train", "--config", str(recipe), "--model-store", str(store),
+                 "--run-dir", str(tmp_path / "run2"), "--epochs", "1"]) == 0
+    assert sorted(p.name for p in (store / "tiny").iterdir()) == ["1", "2"]
+
+    # evaluate the published version through its serving signature
+    capsys.readouterr()
+    assert main(["evaluate", "--model-name", "tiny", "--version", "1", "--model-store",
+                 str(store), "--dataset", str(tmp_path / "ds"), "--json",
+                 "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"]["mae"] == pytest.approx(meta["metrics"]["model"]["mae"], rel=1e-4)
+    assert {"skill_mae_vs_best_baseline", "n_windows", "n_patients"} <= set(result)
+
+    assert main(["models", "--model-store", str(store), "--model-name", "tiny"]) == 0
+    table = capsys.readouterr().out
+    assert "1" in table and "2" in table
+
+
+def test_an_unknown_config_key_stops_before_any_work(tmp_path, cohort):
+    path = write_recipe(tmp_path, cohort, **{"epochs = 2": "epochs = 2\nepoch_count = 3"})
+    assert main(["train", "--config", str(path), "--model-store", str(tmp_path / "s")]) == 1
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_horizon_longer_than_every_record_is_refused_with_the_split(tmp_path, cohort):
+    from pipelines.config import load_recipe
+
+    path = write_recipe(tmp_path, cohort, **{"horizon = 16": "horizon = 20000"})
+    with pytest.raises(ValueError, match="no windows in split 'train'"):
+        train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
+    assert not (tmp_path / "s").exists()
+
+
+def test_too_few_windows_for_one_batch_names_both_numbers(tmp_path, cohort):
+    from pipelines.config import load_recipe
+
+    path = write_recipe(tmp_path, cohort, **{"batch_size = 64": "batch_size = 100000"})
+    with pytest.raises(TrainingError, match=r"too few training windows for one batch: \d+ "
+                                            r"windows < batch_size 100000"):
+        train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
+
+
+def test_a_dataset_without_test_patients_is_refused(tmp_path, cohort):
+    from pipelines.config import load_recipe
+
+    # 8 patients: the stable hash puts them all in train
+    raw8 = tmp_path / "raw8"
+    raw8.mkdir()
+    for p in sorted(cohort.iterdir())[:8]:
+        if p.is_dir():
+            shutil.copytree(p, raw8 / p.name)
+    path = write_recipe(tmp_path, raw8)
+    with pytest.raises(TrainingError, match="has no test patients"):
+        train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
+
+
+def test_truncated_bptt_is_refused_until_it_exists():
+    raw = {"name": "x", "data": {"channels": ["II"]},
+           "window": {"inputs": ["II"], "targets": ["II"]}, "train": {"tbptt_steps": 50}}
+    recipe = parse_recipe(raw)
+    with pytest.raises(TrainingError, match="tbptt_steps = 50"):
+        train(recipe)
+
+
+def test_a_quantile_loss_without_quantiles_in_the_model_is_a_config_error():
+    raw = {"name": "x", "data": {"channels": ["II"]},
+           "window": {"inputs": ["II"], "targets": ["II"]}, "train": {"loss": "quantile"}}
+    with pytest.raises(ConfigError, match="quantiles"):
+        parse_recipe(raw)
