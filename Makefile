@@ -8,7 +8,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pulsecast-installed
-DEMO   := data/demo
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -33,13 +32,16 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/pulsecast synth --out $(DEMO)/raw/synthetic --patients 8 --minutes 10 --seed 0
-	$(BIN)/pulsecast ingest --raw $(DEMO)/raw/synthetic --dataset $(DEMO)/datasets/ecg --channels II,ABP,PLETH,RESP --fs 125
-	$(BIN)/pulsecast ingest --raw $(DEMO)/raw/synthetic --dataset $(DEMO)/datasets/vitals --channels HR,SPO2,ABPMEAN --fs 0.016666666666666666 --numerics
+	$(BIN)/pulsecast synth --out data/raw/synthetic --patients 12 --minutes 10 --seed 0 --overwrite
+	$(BIN)/pulsecast ingest --raw data/raw/synthetic --dataset data/datasets/ecg --channels II,ABP,PLETH,RESP --fs 125
+	$(BIN)/pulsecast ingest --raw data/raw/synthetic --dataset data/datasets/vitals --channels HR,SPO2,ABPMEAN --fs 1/60 --numerics
 	$(BIN)/pulsecast inspect --config configs/ecg.toml
+	$(BIN)/pulsecast train --config configs/ecg.toml --dataset data/datasets/ecg --model-store data/model_store
+	$(BIN)/pulsecast evaluate --model-name ecg --model-store data/model_store --dataset data/datasets/ecg --split test
+	$(BIN)/pulsecast models --model-store data/model_store --model-name ecg
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
 
 clean-demo:
-	rm -rf $(DEMO)
+	rm -rf data/raw/synthetic data/datasets/ecg data/datasets/vitals data/model_store/ecg runs/ecg

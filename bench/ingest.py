@@ -5,7 +5,8 @@
 From one run on the same files it prints, side by side:
 
 (a) ingest throughput in recording-hours per second per core (read + resample to `--fs` + quality
-    + write) next to the plain `wfdb.rdrecord` read rate of the same records and channels;
+    + hash + write) next to the plain `wfdb.rdrecord` read rate of the same records and channels,
+    each the best of 2 runs;
 (b) windows/s delivered by `WindowDataset` (shuffled batches cut from memory-mapped signals) next
     to gathering the very same batches from a fully materialized `(n_windows, input_steps, ch)`
     array;
@@ -106,17 +107,28 @@ def time_plain_reads(raw_dir: Path, channels: tuple[str, ...]) -> tuple[float, f
 
 
 def time_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs: float,
-                workers: int) -> float:
+                workers: int, repeats: int = 2) -> float:
+    """Best-of-`repeats` seconds to ingest `raw_dir` into a fresh `dataset_dir`.
+
+    Best of 2, as for the plain reads: one-time costs (first imports of the parquet writer, a cold
+    allocator) count on neither side. Each run writes a new folder; removing the previous one is
+    not timed.
+    """
+    import shutil
+
     from pipelines.ingest import IngestConfig, ingest
 
     config = IngestConfig(raw_dir=raw_dir, dataset_dir=dataset_dir, channels=channels, fs=fs,
                           workers=workers)
-    t0 = time.perf_counter()
-    report = ingest(config)
-    seconds = time.perf_counter() - t0
-    if not report.written:
-        raise SystemExit(f"ingest wrote nothing: {report.skipped[:3]}")
-    return seconds
+    best = float("inf")
+    for _ in range(repeats):
+        shutil.rmtree(dataset_dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        report = ingest(config)
+        best = min(best, time.perf_counter() - t0)
+        if not report.written:
+            raise SystemExit(f"ingest wrote nothing: {report.skipped[:3]}")
+    return best
 
 
 def time_windows(dataset_dir: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from models.cycle import CycleCandidates, CycleMix, WindowScale, WindowUnscale
 from models.normalization import (
     NormStats,
     make_input_normalizer,
@@ -144,6 +145,48 @@ def _seq2seq(spec: ModelSpec, z, stats: NormStats) -> dict:
     return outputs
 
 
+def _core(spec: ModelSpec, z):
+    """(B, T, C) -> (B, h): the recurrent stack, or the flattened Dense stack for `direct`."""
+    return _direct_core(spec, z) if spec.arch == "direct" else _stacked_core(spec, z)
+
+
+def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
+    """Cycle-aware head: a learned mix of cycle-aligned copies of the past plus a residual.
+
+    In per-window units (the last max-period samples of each channel centred and scaled), so the
+    model is shift/scale equivariant. The residual Dense starts at zero: an untrained model is the
+    mean of the `cycle_candidates` candidates, already a smoothed last-cycle forecast (see
+    `models.cycle`). The core sees the window average-pooled by `encoder_pool`.
+    """
+    h, k = spec.horizon, spec.n_targets
+    positions = spec.targets_in_inputs
+    steps = spec.max_period_steps
+    zs, loc, scale = WindowScale(steps, positions, name="window_scale")(z)  # (B, T, C)
+    cands = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, steps,
+                            spec.cycle_candidates, positions, name="cycle_candidates")(zs)
+    base = CycleMix(name="cycle_mix")(cands)  # (B, H, K)
+    enc = zs
+    if spec.encoder_pool > 1:
+        enc = layers.AveragePooling1D(spec.encoder_pool, name="encoder_pool")(zs)
+    feats = _core(spec, enc)  # (B, h_last)
+    # The residual sees the encoder state and the cycle forecast it corrects.
+    both = layers.Concatenate(name="residual_features")(
+        [feats, layers.Flatten(name="cycle_flatten")(base)])
+    res = layers.Dense(h * k, kernel_initializer="zeros", name="residual_head")(both)
+    res = layers.Reshape((h, k), name="residual_reshape")(res)  # (B, H, K)
+    centre = layers.Add(name="cycle_plus_residual")([base, res])  # (B, H, K), window units
+    y = WindowUnscale(name="window_unscale")([centre, loc, scale])  # standardized units
+    outputs = {"forecast": make_output_denormalizer(stats, name="forecast")(y)}
+    if spec.probabilistic:
+        n_q = len(spec.quantiles)
+        q = layers.Dense(h * k * n_q, name="quantile_head")(both)
+        q = layers.Reshape((h, k, n_q), name="quantile_reshape")(q)
+        q = OrderedQuantiles(name="quantile_order")(q)
+        q = WindowUnscale(name="quantile_unscale")([q, loc, scale, centre])
+        outputs["quantiles"] = make_output_denormalizer(stats, name="quantiles", axis=2)(q)
+    return outputs
+
+
 def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     """Build (not compile) the forecaster described by `spec`.
 
@@ -162,13 +205,16 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
         raise ValueError(f"norm has {len(stats.target_mean)} targets, spec has {spec.n_targets}")
     signal = keras.Input(shape=(spec.input_steps, spec.n_channels), name="signal")  # (B, T, C)
     z = make_input_normalizer(stats)(signal)
-    if spec.arch == "seq2seq":
+    if spec.head == "cycle_residual":
+        outputs = _cycle_residual(spec, z, stats)
+    elif spec.arch == "seq2seq":
         outputs = _seq2seq(spec, z, stats)
     elif spec.arch == "direct":
         outputs = _direct_heads(spec, _direct_core(spec, z), stats)
     else:
         outputs = _direct_heads(spec, _stacked_core(spec, z), stats)
-    return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}")
+    suffix = "_cycle" if spec.head == "cycle_residual" else ""
+    return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}{suffix}")
 
 
 def compile_losses(spec: ModelSpec) -> dict:

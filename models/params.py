@@ -10,6 +10,7 @@ d = input features of the layer, h = its units:
     Bidirectional  2 x the wrapped layer
     Standardize 2d                   per-channel mean and std, non-trainable
     Normalization  2d + 1 (adapted: mean, variance, count) or 0 (statistics given as constants)
+    CycleMix    H·K·N                one weight per horizon step, target and cycle candidate
 
 A model whose Keras count disagrees with its formula is a bug (a wrong input width, a stray bias),
 and training refuses it. The formulas are pure; `check` reads the layers of a built model (the only
@@ -25,7 +26,9 @@ WEIGHTLESS = frozenset(
     {
         "InputLayer", "Reshape", "Flatten", "RepeatVector", "Dropout", "SpatialDropout1D",
         "Activation", "OrderedQuantiles", "Concatenate", "Add", "Permute", "Identity",
-        "GaussianNoise", "Lambda",
+        "GaussianNoise", "Lambda", "AveragePooling1D",
+        # models.cycle: per-window scaling and the in-graph period search own no weights
+        "WindowScale", "WindowUnscale", "CycleCandidates",
     }
 )
 
@@ -49,6 +52,10 @@ def simplernn_params(d: int, h: int, use_bias: bool = True) -> int:
 
 def dense_params(d: int, h: int, use_bias: bool = True) -> int:
     return d * h + (h if use_bias else 0)
+
+
+def cycle_mix_params(horizon: int, n_targets: int, n_candidates: int) -> int:
+    return horizon * n_targets * n_candidates
 
 
 def standardize_params(d: int) -> int:
@@ -154,6 +161,9 @@ def expected_params(layer, d: int | None) -> tuple[str, int | None, str, int]:
         return kind, h, f"{d}·{h}+{h if bias else 0}", dense_params(d, h, bias)
     if kind == "Standardize":
         return kind, None, f"2·{d} (mean, std; non-trainable)", standardize_params(d)
+    if kind == "CycleMix":
+        _, horizon, k, n = layer.input.shape  # (B, H, K, N) candidates
+        return kind, None, f"{horizon}·{k}·{n}", cycle_mix_params(horizon, k, n)
     if kind == "Normalization":
         adapted = bool(layer.weights)
         text = f"2·{d}+1 (mean, variance, count)" if adapted else "0 (constant statistics)"

@@ -6,12 +6,14 @@ window vocabulary (`input_steps`, `horizon`, `inputs`, `targets`) is the one `pi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
+HEADS: tuple[str, ...] = ("direct", "cycle_residual")
 
 
 class SpecError(ValueError):
@@ -33,6 +35,14 @@ class ModelSpec:
       (an extra `quantiles` output trained with the pinball loss).
     - `bidirectional`: wrap each recurrent layer of `lstm`/`gru`/`simplernn`/`irnn`.
     - `gru_reset_after`: GRU variant; True is Keras' default and the only cuDNN-eligible one.
+    - `head`: `direct` (the core's features -> all horizon steps) or `cycle_residual` (a learned
+      mix of `cycle_candidates` cycle-aligned copies of the past, found in-graph by
+      autocorrelation over periods `min_period_steps..max_period_steps`, plus a residual from the
+      core, all in per-window scaled units; see `models.cycle`). Not for `seq2seq`.
+    - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
+      context for the cycle search at a fraction of the recurrent cost); 1 = no pooling.
+    - `target_positions`: where each target sits among the input channels (the cycle head reads
+      the targets' own past); empty = the first `n_targets` channels.
     """
 
     arch: str = "lstm"
@@ -46,11 +56,18 @@ class ModelSpec:
     quantiles: tuple[float, ...] = ()
     bidirectional: bool = False
     gru_reset_after: bool = True
+    head: str = "direct"
+    cycle_candidates: int = 3
+    min_period_steps: int = 38  # 0.3 s at 125 Hz
+    max_period_steps: int = 188  # 1.5 s at 125 Hz
+    encoder_pool: int = 1
+    target_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists from TOML become tuples so the spec stays hashable and truly frozen.
         object.__setattr__(self, "units", tuple(self.units))
         object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+        object.__setattr__(self, "target_positions", tuple(self.target_positions))
         if self.arch not in ARCHS:
             raise SpecError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not self.units:
@@ -71,6 +88,50 @@ class ModelSpec:
             raise SpecError(f"quantiles must be strictly increasing, got {self.quantiles!r}")
         if self.bidirectional and self.arch in ("seq2seq", "direct"):
             raise SpecError(f"bidirectional applies to stacked recurrent archs, not {self.arch!r}")
+        self._check_head()
+
+    def _check_head(self) -> None:
+        if self.head not in HEADS:
+            raise SpecError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.encoder_pool > self.input_steps:
+            raise SpecError(
+                f"encoder_pool must be <= input_steps={self.input_steps}, got {self.encoder_pool}"
+            )
+        positions = self.targets_in_inputs
+        checked = bool(self.target_positions) or self.head == "cycle_residual"
+        valid = len(positions) == self.n_targets and all(
+            0 <= p < self.n_channels for p in positions
+        )
+        if checked and not valid:
+            raise SpecError(
+                f"target_positions must give {self.n_targets} channel indices in "
+                f"[0, {self.n_channels}), got {self.target_positions!r}"
+            )
+        if self.head != "cycle_residual":
+            return
+        if self.arch == "seq2seq":
+            raise SpecError("head 'cycle_residual' needs a single-state core, not 'seq2seq'")
+        if not 2 <= self.min_period_steps < self.max_period_steps:
+            raise SpecError(
+                f"need 2 <= min_period_steps < max_period_steps, got {self.min_period_steps} "
+                f"and {self.max_period_steps}"
+            )
+        # The period search compares the last max_period samples with a segment up to
+        # max_period + 1 samples earlier: two cycles of the longest period must fit.
+        if self.input_steps < 2 * self.max_period_steps + 1:
+            raise SpecError(
+                f"input_steps={self.input_steps} must be >= 2 * max_period_steps + 1 = "
+                f"{2 * self.max_period_steps + 1} for head 'cycle_residual'"
+            )
+
+    @property
+    def targets_in_inputs(self) -> tuple[int, ...]:
+        """Index of each target among the input channels."""
+        return self.target_positions or tuple(range(self.n_targets))
 
     @property
     def probabilistic(self) -> bool:
@@ -78,10 +139,12 @@ class ModelSpec:
         return bool(self.quantiles)
 
 
-# [model] keys a config may set; everything else in ModelSpec comes from [window].
+# [model] keys a config may set; everything else in ModelSpec comes from [window] (and the cycle
+# range from [model] min_period_s / max_period_s at [data] fs, in seconds like [evaluate]).
+_DERIVED = ("input_steps", "horizon", "n_channels", "n_targets", "target_positions",
+            "min_period_steps", "max_period_steps")
 _MODEL_KEYS = frozenset(
-    f.name for f in fields(ModelSpec)
-    if f.name not in ("input_steps", "horizon", "n_channels", "n_targets")
+    {f.name for f in fields(ModelSpec) if f.name not in _DERIVED} | {"min_period_s", "max_period_s"}
 )
 
 
@@ -109,10 +172,26 @@ def model_spec_from_config(config: Mapping[str, Any]) -> ModelSpec:
     if not inputs:
         raise SpecError("[window].inputs (or [data].channels) must list at least one channel")
     targets = window.get("targets") or inputs
+    missing = [t for t in targets if t not in inputs]
+    positions = tuple(list(inputs).index(t) for t in targets) if not missing else ()
+    options = {key: (tuple(v) if isinstance(v, list) else v) for key, v in model.items()
+               if key not in ("min_period_s", "max_period_s")}
+    if model.get("head") == "cycle_residual" and missing:
+        raise SpecError(f"head 'cycle_residual' needs every target among the inputs; {missing} "
+                        f"are not in {list(inputs)}")
+    fs = float(config.get("data", {}).get("fs", 125.0))
+    for key, field, rounding in (("min_period_s", "min_period_steps", math.floor),
+                                 ("max_period_s", "max_period_steps", math.ceil)):
+        if key in model:
+            value = model[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise SpecError(f"[model] {key} must be a number of seconds > 0, got {value!r}")
+            options[field] = int(rounding(value * fs))
     return ModelSpec(
         input_steps=window["input_steps"],
         horizon=window["horizon"],
         n_channels=len(inputs),
         n_targets=len(targets),
-        **{key: (tuple(v) if isinstance(v, list) else v) for key, v in model.items()},
+        target_positions=positions,
+        **options,
     )

@@ -87,6 +87,10 @@ class TrainConfig:
     tbptt_steps: int = 0  # 0 = ordinary windows; k > 0 = stateful training over chunks of k steps
     max_windows_per_epoch: int = 0  # 0 = every training window each epoch
     huber_delta: float = 1.0
+    # Compiled-step knobs (see docs/performance.md for what each measured): optimizer steps run
+    # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step.
+    steps_per_execution: int = 1
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         choices = {"loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -104,6 +108,11 @@ class TrainConfig:
                 raise ConfigError(f"[train] {key} must be >= 0, got {getattr(self, key)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"[train] learning_rate must be > 0, got {self.learning_rate}")
+        spe = self.steps_per_execution
+        if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
+            raise ConfigError(f"[train] steps_per_execution must be an int >= 1, got {spe!r}")
+        if not isinstance(self.jit_compile, bool):
+            raise ConfigError(f"[train] jit_compile must be true or false, got {self.jit_compile!r}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ error is at most `RATIO_TOLERANCE` (1e-6: under one sample of drift per million 
 
 Speed (ingest resamples every channel of every record): the anti-aliasing filter is designed once
 per `(up, down)` and cached (the very filter `resample_poly` would design), a gapless channel is
-filtered in one call without copying it, and equal rates skip filtering altogether.
+filtered in one call with no mask and no copy, and equal rates skip filtering altogether.
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ def resample_channel(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     up, down = rational_ratio(fs_out, fs_in)
     if up == down:
         return x.copy()
-    out = np.full(output_length(len(x), up, down), np.nan)
     h = lowpass_filter(up, down)
-    # A finite sum means every sample is finite (NaN and inf propagate): one run, no mask to build.
-    runs = [(0, len(x))] if np.isfinite(np.add.reduce(x)) else finite_runs(x)
-    for a, b in runs:
+    # A finite sum means every sample is finite (NaN and inf propagate): the channel is one run
+    # whose output is the whole output, with no mask to build and nothing to copy.
+    if len(x) > 1 and np.isfinite(np.add.reduce(x)):
+        return resample_poly(x, up, down, window=h, padtype="line")
+    out = np.full(output_length(len(x), up, down), np.nan)
+    for a, b in finite_runs(x):
         a0 = (a // down) * down
         run = x[a:b] if a == a0 else np.concatenate((np.full(a - a0, x[a]), x[a:b]))
         k0 = a0 * up // down

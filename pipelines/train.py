@@ -159,7 +159,10 @@ def compile_model(model, spec, cfg: TrainConfig, steps_per_epoch: int) -> None:
     losses: dict[str, Any] = {"forecast": point}
     if spec.probabilistic:
         losses["quantiles"] = PinballLoss(spec.quantiles)
-    model.compile(optimizer=optimizer, loss=losses, jit_compile=False)
+    # jit_compile stays off by default: XLA was slower at batch 256 on CPU, and a cuDNN-eligible
+    # LSTM on a TF GPU host turns it off anyway (docs/performance.md).
+    model.compile(optimizer=optimizer, loss=losses, jit_compile=cfg.jit_compile,
+                  steps_per_execution=cfg.steps_per_execution)
 
 
 class EpochLine:

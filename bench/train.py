@@ -1,0 +1,368 @@
+"""Training throughput benchmark (issue 4): pulsecast's fit path against two plain peers.
+
+One run, one reference shape (window 256, 1 channel, LSTM 64 units, horizon 32, Adam, MSE), the
+same number of windows for every path, measured in training windows per second:
+
+- `pulsecast`: a synthetic dataset written to a temp dir in the dataset contract
+  (`pipelines.dataset`), windowed on the fly by `WindowBatcher` behind the same PyDataset wrapper
+  `pipelines.train` uses, the model from `models.architectures.build_model` (arch lstm, units
+  [64]), compiled by `pipelines.train.compile_model` and fitted with `fit`'s arguments from
+  `pipelines.train.fit_model` (no checkpoint/TensorBoard callbacks: they cost per epoch, not per
+  window).
+- `keras_numpy`: Keras `fit` on fully materialized numpy arrays, `Input -> LSTM(64) -> Dense(32)`
+  with Keras' compile defaults.
+- `torch`: a plain PyTorch `nn.LSTM(1, 64) -> Linear(64, 32)` loop (cuDNN on a CUDA device);
+  skipped with a note when torch is not installed (`pip install .[bench]`).
+
+Each path trains one warm-up epoch (tracing/compilation) plus `--epochs` timed epochs; the figure
+is the median timed epoch. The report prints the device, a table, optional cuDNN evidence
+(`--evidence`), and ends with one JSON line. Run it as a script, per backend:
+
+    KERAS_BACKEND=jax python bench/train.py --batch-size 256 --epochs 3 --windows 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/train.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+INPUT_STEPS, HORIZON, UNITS, CHANNEL = 256, 32, 64, "sig"
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+N_RECORDS = 4
+
+
+def write_synthetic_dataset(root: Path, n_windows: int, seed: int = 0) -> None:
+    """A dataset folder in the ingest contract whose train split holds exactly `n_windows`."""
+    import pandas as pd
+
+    from pipelines.dataset import MANIFEST_COLUMNS
+
+    (root / "signals").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    span = INPUT_STEPS + HORIZON
+    per = [n_windows // N_RECORDS + (i < n_windows % N_RECORDS) for i in range(N_RECORDS)]
+    rows = []
+    for i, n in enumerate(per):
+        n_samples = n + span - 1  # stride 1: exactly n windows
+        t = np.arange(n_samples) / 125.0
+        sig = np.sin(2 * np.pi * 1.2 * t) + 0.3 * np.sin(2 * np.pi * 0.25 * t)
+        sig = (sig + 0.05 * rng.standard_normal(n_samples)).astype(np.float32)[:, None]
+        record_id = f"r{i}"
+        np.save(root / "signals" / f"{record_id}.npy", sig)
+        rows.append({"record_id": record_id, "patient_id": f"p{i}", "source_path": "",
+                     "channels": CHANNEL, "units": "mV", "fs": 125.0, "n_samples": n_samples,
+                     "start_time": "", "sha256": "", "split": "train", "quality": "",
+                     "nan_fraction": 0.0})
+    pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_parquet(root / "manifest.parquet")
+    (root / "dataset.json").write_text(
+        json.dumps({"channels": [CHANNEL], "units": ["mV"], "fs": 125.0})
+    )
+
+
+def describe_device() -> tuple[str, str]:
+    """(device in words, Keras backend)."""
+    import keras
+
+    backend = keras.backend.backend()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpu = f"{cpu} x{os.cpu_count()}"
+    gpu = ""
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        if dev.platform != "cpu":
+            gpu = f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f"cuda:{torch.cuda.get_device_name(0)}"
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        gpu = gpus[0].name if gpus else ""
+    return (f"{gpu} (host {cpu})" if gpu else f"CPU {cpu}"), backend
+
+
+def _timer_callback(times: list[float]):
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            float((logs or {}).get("loss", 0.0))  # forces async backends (JAX) to finish
+            times.append(time.perf_counter() - self._t0)
+
+    return EpochTimer()
+
+
+def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
+    """Epoch times of pulsecast's own path; returns (times, model) for the cuDNN evidence."""
+    import keras
+
+    from models.architectures import build_model
+    from models.spec import ModelSpec
+    from pipelines.config import TrainConfig
+    from pipelines.dataset import load_dataset
+    from pipelines.train import _keyed, compile_model, fit_normalization
+    from pipelines.windows import WindowBatcher, WindowSpec
+
+    dataset = load_dataset(data_root)
+    wspec = WindowSpec(INPUT_STEPS, HORIZON, 1, (CHANNEL,), (CHANNEL,))
+    cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs + 1, schedule="constant",
+                      clipnorm=0.0, precision=args.precision,
+                      steps_per_execution=args.steps_per_execution,
+                      jit_compile=args.jit_compile)
+    batcher = WindowBatcher(dataset, wspec, "train", batch_size=cfg.batch_size, seed=cfg.seed,
+                            drop_remainder=True)
+    mspec = ModelSpec(arch="lstm", units=(UNITS,), input_steps=INPUT_STEPS, horizon=HORIZON)
+    model = build_model(mspec, fit_normalization(batcher, cfg.seed))
+    steps = len(batcher)
+    compile_model(model, mspec, cfg, steps)
+    ds_kwargs = {}
+    if args.workers:
+        ds_kwargs = {"workers": args.workers, "use_multiprocessing": False,
+                     "max_queue_size": 2 * args.workers}
+    train_ds = _keyed(batcher, list(model.output.keys()), **ds_kwargs)
+    times: list[float] = []
+    # The same fit arguments as pipelines.train.fit_model.
+    model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+              callbacks=[_timer_callback(times)])
+    return times, model
+
+
+def plain_keras_model():
+    import keras
+
+    inp = keras.Input((INPUT_STEPS, 1))
+    out = keras.layers.Dense(HORIZON)(keras.layers.LSTM(UNITS)(inp))
+    return keras.Model(inp, out)
+
+
+def bench_keras_numpy(x: np.ndarray, y: np.ndarray, args) -> tuple[list[float], object]:
+    import keras
+
+    model = plain_keras_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    times: list[float] = []
+    model.fit(x, y[..., 0], batch_size=args.batch_size, epochs=args.epochs + 1, verbose=0,
+              callbacks=[_timer_callback(times)])
+    return times, model
+
+
+def _torch_parts(precision: str):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(1, UNITS, batch_first=True)
+            self.head = torch.nn.Linear(UNITS, HORIZON)
+
+        def forward(self, x):  # (B, T, 1) -> (B, H)
+            _, (h, _) = self.lstm(x)
+            return self.head(h[-1])
+
+    net = Net().to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    dtype = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device, enabled=dtype is torch.float16)
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = torch.nn.functional.mse_loss(net(xb).float(), yb)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss
+
+    return torch, device, step
+
+
+def bench_torch(x: np.ndarray, y: np.ndarray, args) -> list[float]:
+    torch, device, step = _torch_parts(args.precision)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(np.ascontiguousarray(y[..., 0])).to(device)
+    n, b = len(xt), args.batch_size
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    times = []
+    for _ in range(args.epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(n // b):
+            idx = perm[i * b:(i + 1) * b]
+            loss = step(xt[idx], yt[idx])
+        loss.item()  # waits for the device
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def cudnn_evidence(model, x: np.ndarray, y: np.ndarray, backend: str) -> list[str]:
+    """Lines showing whether the recurrent layer took the fused cuDNN path on this device."""
+    lines = []
+    xb, yb = x[:8], y[:8]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        if jax.default_backend() != "gpu":
+            return ["jax: no GPU, the LSTM runs as lax.scan (cuDNN not applicable)"]
+        tv = [v.value for v in model.trainable_variables]
+        ntv = [v.value for v in model.non_trainable_variables]
+
+        def loss_fn(tv, ntv, xb, yb):
+            out, _ = model.stateless_call(tv, ntv, xb, training=True)
+            out = out["forecast"] if isinstance(out, dict) else out
+            return jnp.mean((out.astype("float32") - yb) ** 2)
+
+        text = jax.jit(jax.value_and_grad(loss_fn)).lower(tv, ntv, xb, yb).as_text()
+        hits = sorted({ln.strip()[:160] for ln in text.splitlines() if "cudnn" in ln.lower()})
+        lines.append(f"jax: lowered train step (value_and_grad) has {len(hits)} distinct "
+                     "cuDNN custom-call lines")
+        lines += [f"  {h}" for h in hits[:4]]
+    elif backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return ["torch: no CUDA device, the LSTM runs on CPU (cuDNN not applicable)"]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            model.train_on_batch(xb, {"forecast": yb} if isinstance(model.output, dict) else yb)
+            torch.cuda.synchronize()
+        names = sorted({e.key for e in prof.key_averages() if "rnn" in e.key.lower()})
+        lines.append(f"torch backend: profiler RNN ops in one train step: {names}")
+    else:
+        lines.append(f"{backend}: cuDNN evidence is collected on the jax and torch backends")
+    return lines
+
+
+def torch_evidence(x: np.ndarray, y: np.ndarray, precision: str) -> list[str]:
+    torch, device, step = _torch_parts(precision)
+    if device != "cuda":
+        return []
+    xb = torch.from_numpy(x[:8]).to(device)
+    yb = torch.from_numpy(np.ascontiguousarray(y[:8, :, 0])).to(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        step(xb, yb)
+        torch.cuda.synchronize()
+    names = sorted({e.key for e in prof.key_averages() if "rnn" in e.key.lower()})
+    return [f"raw torch: profiler RNN ops in one train step: {names}"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs, after one warm-up epoch")
+    p.add_argument("--windows", type=int, default=16384, help="training windows per epoch")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32")
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="pulsecast path: TrainConfig.steps_per_execution")
+    p.add_argument("--jit-compile", action="store_true",
+                   help="pulsecast path: TrainConfig.jit_compile (XLA)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="pulsecast path: PyDataset worker threads (0 = in the training thread)")
+    p.add_argument("--paths", default="pulsecast,keras_numpy,torch",
+                   help="comma-separated subset of pulsecast,keras_numpy,torch")
+    p.add_argument("--evidence", action="store_true", help="print cuDNN dispatch evidence")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.epochs < 1 or args.windows < args.batch_size:
+        p.error("need batch-size >= 1, epochs >= 1 and windows >= batch-size")
+    args.windows -= args.windows % args.batch_size  # whole batches only, for every path
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import keras
+
+    keras.config.set_dtype_policy(args.precision)
+    device, backend = describe_device()
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    print(f"device: {device}\nbackend: {backend}  keras {keras.__version__}  "
+          f"precision {args.precision}  batch {args.batch_size}  windows/epoch {args.windows}  "
+          f"timed epochs {args.epochs} (+1 warm-up)", flush=True)
+    results: dict[str, float | None] = {}
+    notes, evidence = [], []
+    with tempfile.TemporaryDirectory(prefix="pulsecast-bench-") as tmp:
+        root = Path(tmp) / "dataset"
+        write_synthetic_dataset(root, args.windows)
+        from pipelines.dataset import load_dataset
+        from pipelines.windows import WindowBatcher, WindowSpec
+
+        spec = WindowSpec(INPUT_STEPS, HORIZON, 1, (CHANNEL,), (CHANNEL,))
+        x, y = WindowBatcher(load_dataset(root), spec, "train").materialize()
+        if "pulsecast" in paths:
+            times, model = bench_pulsecast(root, args)
+            results["pulsecast"] = args.windows / statistics.median(times[1:])
+            if args.evidence:
+                evidence += cudnn_evidence(model, x, y, backend)
+        if "keras_numpy" in paths:
+            times, model = bench_keras_numpy(x, y, args)
+            results["keras_numpy"] = args.windows / statistics.median(times[1:])
+        if "torch" in paths:
+            try:
+                times = bench_torch(x, y, args)
+                results["torch"] = args.windows / statistics.median(times[1:])
+                if args.evidence:
+                    evidence += torch_evidence(x, y, args.precision)
+            except ImportError:
+                notes.append("torch is not installed: the PyTorch peer was skipped "
+                             "(pip install '.[bench]')")
+    keras.config.set_dtype_policy("float32")
+    peers = [v for k, v in results.items() if k != "pulsecast" and v]
+    best_peer = max(peers) if peers else None
+    pulse = results.get("pulsecast")
+    ratio = pulse / best_peer if pulse and best_peer else None
+    print(f"\n{'path':<14}{'windows/s':>12}{'vs best peer':>14}")
+    for name, wps in results.items():
+        rel = f"{wps / best_peer:.2f}x" if best_peer else "-"
+        print(f"{name:<14}{wps:>12.0f}{rel:>14}")
+    for line in notes + evidence:
+        print(line)
+
+    def rounded(v):
+        return round(v, 1) if v else None
+
+    print(json.dumps({
+        "pulsecast_windows_per_s": rounded(pulse),
+        "keras_numpy_windows_per_s": rounded(results.get("keras_numpy")),
+        "torch_windows_per_s": rounded(results.get("torch")),
+        "ratio_vs_best_peer": round(ratio, 3) if ratio else None,
+        "device": device, "backend": backend, "precision": args.precision,
+        "batch_size": args.batch_size, "windows": args.windows, "epochs": args.epochs,
+        "steps_per_execution": args.steps_per_execution, "jit_compile": args.jit_compile,
+        "workers": args.workers,
+    }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""In-graph cycle layers: the seasonal-naive forecast, computed inside the model, as a base to refine.
+
+Physiological waveforms repeat beat by beat, so the best cheap forecast of the next second is the
+last cycle copied forward (`pipelines.baselines.last_cycle`). The `cycle_residual` head computes
+that forecast inside the graph, so the SavedModel still takes raw units and returns raw units:
+
+    z (B, T, C) standardized
+      -> WindowScale        per-window location/scale of each channel over the last `steps` samples
+      -> CycleCandidates    period per window and target (normalised autocorrelation, first strong
+                            peak), then N cycle-aligned copies: sample h of candidate k is
+                            z[T - k*p + (h mod p)]                                   (B, H, K, N)
+      -> CycleMix           a learned per-(step, target) weighting of the N candidates, started at
+                            their mean (averaging cycles cancels beat-to-beat noise)   (B, H, K)
+      + residual from the recurrent encoder (zero at init)
+      -> WindowUnscale      back to the standardized units of the window's target      (B, H, K)
+
+Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period search is an
+argmax (no gradient flows through it, none is needed); everything after it is differentiable.
+Only `CycleMix` has weights: horizon * n_targets * n_candidates (`models.params.cycle_mix_params`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+# r below this is no cycle (noise); peaks below RELATIVE_PEAK * best lose to a later, stronger one.
+MIN_CORRELATION = 0.5
+RELATIVE_PEAK = 0.9
+_EPS = 1e-6
+
+
+def _positions(target_positions, n: int | None = None) -> list[int]:
+    positions = [int(p) for p in target_positions]
+    if not positions:
+        raise ValueError("target_positions must name at least one channel, got []")
+    if n is not None and (min(positions) < 0 or max(positions) >= n):
+        raise ValueError(f"target_positions {positions} out of range for {n} channels")
+    return positions
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class WindowScale(layers.Layer):
+    """Per-window standardization: `(z - m) / s` per channel, m and s over the last `steps` samples.
+
+    Input `(B, T, C)`. Outputs `[scaled (B, T, C), loc (B, 1, K), scale (B, 1, K)]`, the last two
+    for the target channels (`target_positions`) so `WindowUnscale` can map a forecast back. A
+    model built on scaled windows is shift- and scale-equivariant, which is what lets it move
+    from the synthetic cohort to real records with other gains and baselines. No weights.
+    """
+
+    def __init__(self, steps: int, target_positions=(0,), min_scale: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if int(steps) < 2:
+            raise ValueError(f"steps must be >= 2, got {steps}")
+        self.steps = int(steps)
+        self.target_positions = _positions(target_positions)
+        self.min_scale = float(min_scale)
+
+    def call(self, z):
+        tail = z[:, -self.steps :, :]  # (B, W, C)
+        loc = ops.mean(tail, axis=1, keepdims=True)  # (B, 1, C)
+        scale = ops.sqrt(ops.mean(ops.square(tail - loc), axis=1, keepdims=True))
+        # A flat window (lead off) is only centred, like Standardize's MIN_STD rule.
+        scale = ops.maximum(scale, self.min_scale)
+        idx = self.target_positions
+        t_loc = ops.take(loc, idx, axis=2)  # (B, 1, K)
+        t_scale = ops.take(scale, idx, axis=2)
+        return [(z - loc) / scale, t_loc, t_scale]
+
+    def compute_output_shape(self, input_shape):
+        b, _, _ = input_shape
+        k = len(self.target_positions)
+        return [tuple(input_shape), (b, 1, k), (b, 1, k)]
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps,
+                "target_positions": self.target_positions, "min_scale": self.min_scale}
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class WindowUnscale(layers.Layer):
+    """`(y + offset) * scale + loc`, back from per-window units. No weights.
+
+    Inputs `[y, loc (B, 1, K), scale (B, 1, K)]` with `y` `(B, H, K)`, or `(B, H, K, Q)` plus a
+    fourth input `offset (B, H, K)` (the point forecast the quantiles are centred on).
+    """
+
+    def call(self, inputs):
+        y, loc, scale = inputs[:3]
+        if len(inputs) == 4:  # quantiles (B, H, K, Q) around the point forecast (B, H, K)
+            loc, scale = ops.expand_dims(loc, -1), ops.expand_dims(scale, -1)
+            y = y + ops.expand_dims(inputs[3], -1)
+        return y * scale + loc
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+def period_search_indices(input_steps: int, min_lag: int, max_lag: int, steps: int) -> np.ndarray:
+    """Gather matrix `(L, W)` for lags `min_lag - 1 .. max_lag + 1` (L = max - min + 3).
+
+    Row l holds the positions of the segment `lag_l` samples before the last `steps` (= W)
+    samples: `T - W - lag + j`. One `take` with it makes every lagged copy at once.
+    """
+    if not 2 <= min_lag <= max_lag:
+        raise ValueError(f"need 2 <= min_lag <= max_lag, got {min_lag} and {max_lag}")
+    if input_steps - steps - (max_lag + 1) < 0:
+        raise ValueError(
+            f"input_steps={input_steps} is too short to compare the last {steps} samples with "
+            f"the {steps} samples {max_lag + 1} steps earlier"
+        )
+    lags = np.arange(min_lag - 1, max_lag + 2)
+    return (input_steps - steps - lags[:, None] + np.arange(steps)[None, :]).astype("int32")
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class CycleCandidates(layers.Layer):
+    """Per-window cycle length, then `n_candidates` cycle-aligned copies of the past.
+
+    Input `(B, T, C)`; output `(B, horizon, K, n_candidates)` for the `target_positions`.
+    The period of each window and target is the lag in `[min_lag, max_lag]` (samples) where the
+    last `steps` samples correlate best with an earlier segment, chosen like the numpy baseline:
+    the first local maximum of the normalised correlation that reaches MIN_CORRELATION and
+    RELATIVE_PEAK times the best peak, refined to the highest lag in [first, 1.5 * first) (the
+    first strong peak, not the highest: 2P and 3P score about as well as P). Without such a peak,
+    the lag of highest correlation. Candidate k (1-based) at horizon step h copies sample
+    `T - k*p + (h mod p)`, clipped into the window. No weights.
+    """
+
+    def __init__(self, horizon: int, min_lag: int, max_lag: int, steps: int,
+                 n_candidates: int = 3, target_positions=(0,), **kwargs):
+        super().__init__(**kwargs)
+        self.horizon = int(horizon)
+        self.min_lag = int(min_lag)
+        self.max_lag = int(max_lag)
+        self.steps = int(steps)
+        self.n_candidates = int(n_candidates)
+        self.target_positions = _positions(target_positions)
+        if self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        if not 2 <= self.min_lag <= self.max_lag:
+            raise ValueError(f"need 2 <= min_lag <= max_lag, got {min_lag} and {max_lag}")
+
+    def build(self, input_shape):
+        self.input_steps = int(input_shape[1])
+        _positions(self.target_positions, int(input_shape[2]))
+        self._gather = period_search_indices(self.input_steps, self.min_lag, self.max_lag,
+                                             self.steps)  # (L, W)
+
+    def periods(self, z):
+        """`(B, T, C)` -> period in samples `(B, K)`, int32."""
+        s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
+        s = ops.stop_gradient(s)
+        ref = s[:, :, -self.steps :]  # (B, K, W)
+        ref = ref - ops.mean(ref, axis=-1, keepdims=True)
+        lagged = ops.take(s, ops.convert_to_tensor(self._gather), axis=2)  # (B, K, L, W)
+        lagged = lagged - ops.mean(lagged, axis=-1, keepdims=True)
+        num = ops.sum(lagged * ops.expand_dims(ref, 2), axis=-1)  # (B, K, L)
+        den = ops.sqrt(ops.sum(ops.square(lagged), axis=-1)
+                       * ops.expand_dims(ops.sum(ops.square(ref), axis=-1), -1) + _EPS)
+        r = num / den  # (B, K, L), in [-1, 1]
+        mid, left, right = r[..., 1:-1], r[..., :-2], r[..., 2:]  # lags min_lag..max_lag
+        lags = ops.arange(self.min_lag, self.max_lag + 1, dtype="int32")
+        lags_f = ops.cast(lags, r.dtype)
+        low = ops.full_like(mid, -2.0)
+        peak = ops.logical_and(mid >= left, mid > right)
+        best = ops.max(ops.where(peak, mid, low), axis=-1, keepdims=True)
+        ok = ops.logical_and(peak, ops.logical_and(mid >= MIN_CORRELATION,
+                                                   mid >= RELATIVE_PEAK * best))
+        first = ops.take(lags_f, ops.argmax(ops.cast(ok, r.dtype), axis=-1))  # (B, K)
+        first = ops.expand_dims(first, -1)
+        near = ops.logical_and(lags_f >= first, lags_f < 1.5 * first)
+        refined = ops.take(lags, ops.argmax(ops.where(near, mid, low), axis=-1))  # (B, K)
+        fallback = ops.take(lags, ops.argmax(mid, axis=-1))
+        return ops.where(ops.any(ok, axis=-1), refined, fallback)
+
+    def call(self, z):
+        s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
+        p = ops.expand_dims(self.periods(z), -1)  # (B, K, 1)
+        h = ops.arange(self.horizon, dtype="int32")  # (H,)
+        phase = ops.mod(h, p)  # (B, K, H)
+        cands = []
+        for k in range(1, self.n_candidates + 1):
+            src = ops.clip(self.input_steps - k * p + phase, 0, self.input_steps - 1)
+            cands.append(ops.take_along_axis(s, src, axis=2))  # (B, K, H)
+        out = ops.stack(cands, axis=-1)  # (B, K, H, N)
+        return ops.transpose(out, (0, 2, 1, 3))  # (B, H, K, N)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.horizon, len(self.target_positions), self.n_candidates)
+
+    def get_config(self):
+        return {**super().get_config(), "horizon": self.horizon, "min_lag": self.min_lag,
+                "max_lag": self.max_lag, "steps": self.steps, "n_candidates": self.n_candidates,
+                "target_positions": self.target_positions}
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class CycleMix(layers.Layer):
+    """Learned weighting of the candidates: `(B, H, K, N)` -> `(B, H, K)`.
+
+    One weight per (horizon step, target, candidate), initialised to 1/N so the model starts as
+    the mean of the candidates. Weights: H * K * N.
+    """
+
+    def build(self, input_shape):
+        _, h, k, n = input_shape
+        self.mix = self.add_weight(name="mix", shape=(h, k, n),
+                                   initializer=keras.initializers.Constant(1.0 / n))
+
+    def call(self, cands):
+        return ops.sum(cands * ops.cast(self.mix, cands.dtype), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
