@@ -36,31 +36,75 @@ def nan_fraction(signal: np.ndarray) -> float:
     return float(np.isnan(signal).mean()) if signal.size else 1.0
 
 
+def _float_at_or_above(value: float, dtype: np.dtype) -> np.floating:
+    """Smallest `dtype` number >= `value`: `x >= value` equals `x >= it` for every `dtype` x."""
+    out = dtype.type(value)
+    return out if float(out) >= value else np.nextafter(out, dtype.type(np.inf))
+
+
+def _float_at_or_below(value: float, dtype: np.dtype) -> np.floating:
+    """Largest `dtype` number <= `value`: `x <= value` equals `x <= it` for every `dtype` x."""
+    out = dtype.type(value)
+    return out if float(out) <= value else np.nextafter(out, dtype.type(-np.inf))
+
+
+def _long_run_total(mask: np.ndarray, min_len: int) -> int:
+    """Elements of 1-D bool `mask` in runs of True at least `min_len` long.
+
+    One pass finds where the value changes; runs then alternate True/False from `mask[0]`.
+    """
+    if mask.size == 0:
+        return 0
+    change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    lengths = np.diff(np.concatenate(([0], change, [mask.size])))
+    true_runs = lengths[0 if mask[0] else 1 :: 2]
+    return int(true_runs[true_runs >= min_len].sum())
+
+
+def _still_steps(x: np.ndarray, limit: float) -> np.ndarray:
+    """Bool `(len(x) - 1,)`: |x[i+1] - x[i]| <= `limit`, as if computed in float64.
+
+    float32 input takes float32 differences: rounding to float32 is monotone, so only steps
+    rounding to within one float32 step of `limit` can disagree, and those few are redone in float64.
+    """
+    step = np.diff(x)
+    np.abs(step, out=step)
+    if x.dtype == np.float64:
+        return step <= limit
+    below = np.nextafter(_float_at_or_below(limit, x.dtype), x.dtype.type(-np.inf))
+    above = np.nextafter(_float_at_or_above(limit, x.dtype), x.dtype.type(np.inf))
+    still = step <= below
+    unsure = np.flatnonzero((step > below) & (step <= above))
+    if unsure.size:
+        exact = np.abs(x[unsure + 1].astype(np.float64) - x[unsure].astype(np.float64))
+        still[unsure] = exact <= limit
+    return still
+
+
 def _flat_fraction(x: np.ndarray, fs: float, rules: QualityRules, value_range: float) -> float:
     """Fraction of `x` (finite values, in time order) inside flat stretches >= `rules.flat_s`."""
     min_len = max(2, int(round(rules.flat_s * fs)))
     if len(x) < min_len:
         return 0.0
-    still = np.abs(np.diff(x)) <= rules.flat_tol * value_range
-    lengths = _run_lengths(still) + 1  # a run of r still steps spans r + 1 samples
-    return float(lengths[lengths >= min_len].sum() / len(x))
-
-
-def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """Lengths of the runs of True in 1-D bool `mask`."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-
-
-def _plateau_count(at_extreme: np.ndarray, min_run: int) -> int:
-    """Samples in runs of at least `min_run` consecutive extreme values (a smooth peak is 1-2)."""
-    lengths = _run_lengths(at_extreme)
-    return int(lengths[lengths >= min_run].sum())
+    # A run of r still steps spans r + 1 samples.
+    still = _still_steps(x, rules.flat_tol * value_range)
+    change = np.flatnonzero(still[1:] != still[:-1]) + 1 if still.size else still
+    lengths = np.diff(np.concatenate(([0], change, [still.size])))
+    steps = lengths[0 if still.size and still[0] else 1 :: 2]
+    return float((steps[steps >= min_len - 1] + 1).sum() / len(x))
 
 
 def channel_flags(x: np.ndarray, name: str, fs: float, rules: QualityRules) -> list[str]:
-    """Flags of one channel `x` (1-D, NaN for gaps) sampled at `fs` Hz."""
-    finite = x[np.isfinite(x)]
+    """Flags of one channel `x` (1-D, NaN for gaps) sampled at `fs` Hz.
+
+    float32 and float64 channels are read as they are (no copy when all finite); any other dtype is
+    converted to float64. Thresholds are rounded toward the data's dtype so that every comparison
+    agrees with the same comparison made in float64.
+    """
+    if x.dtype not in (np.float32, np.float64):
+        x = np.asarray(x, dtype=np.float64)
+    finite_mask = np.isfinite(x)
+    finite = x if finite_mask.all() else x[finite_mask]
     if finite.size == 0:
         return [f"empty:{name}"]
     lo, hi = float(finite.min()), float(finite.max())
@@ -71,9 +115,9 @@ def channel_flags(x: np.ndarray, name: str, fs: float, rules: QualityRules) -> l
     if _flat_fraction(finite, fs, rules, value_range) > rules.flat_fraction:
         flags.append(f"flat:{name}")
     tol = rules.clip_tol * value_range
-    at_top = _plateau_count(finite >= hi - tol, rules.clip_run) / finite.size
-    at_bottom = _plateau_count(finite <= lo + tol, rules.clip_run) / finite.size
-    if max(at_top, at_bottom) > rules.clip_fraction:
+    top = _long_run_total(finite >= _float_at_or_above(hi - tol, finite.dtype), rules.clip_run)
+    bottom = _long_run_total(finite <= _float_at_or_below(lo + tol, finite.dtype), rules.clip_run)
+    if max(top, bottom) / finite.size > rules.clip_fraction:
         flags.append(f"clipped:{name}")
     return flags
 
@@ -91,5 +135,5 @@ def compute_quality(
     if nan_fraction(signal) > rules.max_nan_fraction:
         flags.append("high_nan")
     for j, name in enumerate(channels):
-        flags.extend(channel_flags(np.asarray(signal[:, j], dtype=np.float64), name, fs, rules))
+        flags.extend(channel_flags(signal[:, j], name, fs, rules))
     return tuple(flags)
