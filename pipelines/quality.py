@@ -33,7 +33,8 @@ class QualityRules:
 
 def nan_fraction(signal: np.ndarray) -> float:
     """Fraction of NaN values in `signal` (any shape); 1.0 for an empty array."""
-    return float(np.isnan(signal).mean()) if signal.size else 1.0
+    # count_nonzero, not mean: the mean of a bool array converts it to float64 first.
+    return np.count_nonzero(np.isnan(signal)) / signal.size if signal.size else 1.0
 
 
 def _float_at_or_above(value: float, dtype: np.dtype) -> np.floating:
@@ -48,26 +49,32 @@ def _float_at_or_below(value: float, dtype: np.dtype) -> np.floating:
     return out if float(out) <= value else np.nextafter(out, dtype.type(-np.inf))
 
 
-def _long_run_total(mask: np.ndarray, min_len: int) -> int:
-    """Elements of 1-D bool `mask` in runs of True at least `min_len` long.
+def _run_lengths(mask: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of True in 1-D bool `mask`.
 
     One pass finds where the value changes; runs then alternate True/False from `mask[0]`.
     """
     if mask.size == 0:
-        return 0
+        return np.zeros(0, dtype=np.intp)
     change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
     lengths = np.diff(np.concatenate(([0], change, [mask.size])))
-    true_runs = lengths[0 if mask[0] else 1 :: 2]
-    return int(true_runs[true_runs >= min_len].sum())
+    return lengths[0 if mask[0] else 1 :: 2]
+
+
+def _plateau_count(at_extreme: np.ndarray, min_run: int) -> int:
+    """Samples in runs of at least `min_run` consecutive extreme values (a smooth peak is 1-2)."""
+    lengths = _run_lengths(at_extreme)
+    return int(lengths[lengths >= min_run].sum())
 
 
 def _still_steps(x: np.ndarray, limit: float) -> np.ndarray:
     """Bool `(len(x) - 1,)`: |x[i+1] - x[i]| <= `limit`, as if computed in float64.
 
-    float32 input takes float32 differences: rounding to float32 is monotone, so only steps
-    rounding to within one float32 step of `limit` can disagree, and those few are redone in float64.
+    float32 input takes float32 differences: rounding to float32 is monotone, so only the steps
+    rounding to within one float32 step of `limit` can disagree; those few are redone in float64.
     """
-    step = np.diff(x)
+    with np.errstate(over="ignore"):  # an overflowing step is inf: never still, as in float64
+        step = np.diff(x)
     np.abs(step, out=step)
     if x.dtype == np.float64:
         return step <= limit
@@ -86,12 +93,9 @@ def _flat_fraction(x: np.ndarray, fs: float, rules: QualityRules, value_range: f
     min_len = max(2, int(round(rules.flat_s * fs)))
     if len(x) < min_len:
         return 0.0
-    # A run of r still steps spans r + 1 samples.
     still = _still_steps(x, rules.flat_tol * value_range)
-    change = np.flatnonzero(still[1:] != still[:-1]) + 1 if still.size else still
-    lengths = np.diff(np.concatenate(([0], change, [still.size])))
-    steps = lengths[0 if still.size and still[0] else 1 :: 2]
-    return float((steps[steps >= min_len - 1] + 1).sum() / len(x))
+    lengths = _run_lengths(still) + 1  # a run of r still steps spans r + 1 samples
+    return float(lengths[lengths >= min_len].sum() / len(x))
 
 
 def channel_flags(x: np.ndarray, name: str, fs: float, rules: QualityRules) -> list[str]:
@@ -115,8 +119,8 @@ def channel_flags(x: np.ndarray, name: str, fs: float, rules: QualityRules) -> l
     if _flat_fraction(finite, fs, rules, value_range) > rules.flat_fraction:
         flags.append(f"flat:{name}")
     tol = rules.clip_tol * value_range
-    top = _long_run_total(finite >= _float_at_or_above(hi - tol, finite.dtype), rules.clip_run)
-    bottom = _long_run_total(finite <= _float_at_or_below(lo + tol, finite.dtype), rules.clip_run)
+    top = _plateau_count(finite >= _float_at_or_above(hi - tol, finite.dtype), rules.clip_run)
+    bottom = _plateau_count(finite <= _float_at_or_below(lo + tol, finite.dtype), rules.clip_run)
     if max(top, bottom) / finite.size > rules.clip_fraction:
         flags.append(f"clipped:{name}")
     return flags
@@ -135,5 +139,6 @@ def compute_quality(
     if nan_fraction(signal) > rules.max_nan_fraction:
         flags.append("high_nan")
     for j, name in enumerate(channels):
-        flags.extend(channel_flags(signal[:, j], name, fs, rules))
+        # One contiguous copy per column: cheaper than several strided passes over (time, channels).
+        flags.extend(channel_flags(np.ascontiguousarray(signal[:, j]), name, fs, rules))
     return tuple(flags)

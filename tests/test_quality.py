@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.quality import compute_quality, nan_fraction
+from pipelines.quality import (
+    _float_at_or_above,
+    _float_at_or_below,
+    _still_steps,
+    compute_quality,
+    nan_fraction,
+)
 
 FS = 125.0
 T = np.arange(int(30 * FS)) / FS
@@ -52,3 +58,86 @@ def test_a_channel_without_any_value_is_flagged_empty() -> None:
 def test_a_shape_that_does_not_match_the_channels_is_named() -> None:
     with pytest.raises(ValueError, match=r"shape \(10, 2\) does not match 1 channels"):
         compute_quality(np.zeros((10, 2)), ("II",), FS)
+
+
+def _reference_quality(signal: np.ndarray, channels: tuple[str, ...], fs: float) -> tuple[str, ...]:
+    """The first, plain implementation (float64 copies, one run-length pass per mask)."""
+
+    def run_lengths(mask: np.ndarray) -> np.ndarray:
+        edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+        return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+    flags = ["high_nan"] if np.isnan(signal).mean() > 0.5 else []
+    for j, name in enumerate(channels):
+        x = np.asarray(signal[:, j], dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            flags.append(f"empty:{name}")
+            continue
+        lo, hi = float(finite.min()), float(finite.max())
+        value_range = hi - lo
+        if value_range == 0.0:
+            flags.append(f"flat:{name}")
+            continue
+        min_len = max(2, int(round(1.0 * fs)))
+        if len(finite) >= min_len:
+            lengths = run_lengths(np.abs(np.diff(finite)) <= 1e-3 * value_range) + 1
+            if lengths[lengths >= min_len].sum() / len(finite) > 0.5:
+                flags.append(f"flat:{name}")
+        tol = 1e-3 * value_range
+        top, bottom = run_lengths(finite >= hi - tol), run_lengths(finite <= lo + tol)
+        at_top, at_bottom = top[top >= 3].sum(), bottom[bottom >= 3].sum()
+        if max(at_top, at_bottom) / finite.size > 0.01:
+            flags.append(f"clipped:{name}")
+    return tuple(flags)
+
+
+def _messy_channel(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A channel with some of: ADC quantisation, flat stretches, clipping, NaN runs, empty."""
+    kind = rng.integers(5)
+    if kind == 0:  # ADC counts over a gain: steps land exactly on the flat tolerance
+        x = rng.integers(-500, 501, size=n).cumsum() % 1001 / rng.choice([200.0, 3.3, 0.7])
+    elif kind == 1:
+        x = rng.normal(size=n).cumsum() * 10.0 ** rng.integers(-6, 6)
+    else:
+        x = np.sin(np.arange(n) * rng.uniform(0.01, 0.5)) + rng.normal(scale=1e-4, size=n)
+    x = x + rng.uniform(-1e3, 1e3)
+    for _ in range(rng.integers(0, 4)):  # flat stretches, exact or within tolerance
+        a = int(rng.integers(n))
+        b = a + int(rng.integers(1, n // 2))
+        x[a:b] = x[a] + rng.choice([0.0, 1e-7, 1e-4]) * rng.normal(size=len(x[a:b]))
+    if rng.random() < 0.4:
+        lo, hi = np.quantile(x, [rng.uniform(0, 0.05), rng.uniform(0.95, 1.0)])
+        x = np.clip(x, lo, hi)
+    for _ in range(rng.integers(0, 4)):
+        a = int(rng.integers(n))
+        x[a : a + int(rng.integers(1, n))] = np.nan
+    if rng.random() < 0.05:
+        x[:] = rng.choice([np.nan, 3.0])
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flags_match_the_plain_reference_on_messy_random_signals(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n, fs = int(rng.integers(2, 3000)), float(rng.choice([1.0, 10.0, 25.0, 125.0]))
+        channels = tuple(f"c{j}" for j in range(int(rng.integers(1, 4))))
+        signal = np.stack([_messy_channel(rng, n) for _ in channels], axis=1).astype(dtype)
+        assert compute_quality(signal, channels, fs) == _reference_quality(signal, channels, fs)
+        assert nan_fraction(signal) == pytest.approx(np.isnan(signal).mean(), abs=1e-12)
+
+
+def test_float32_steps_and_thresholds_are_judged_exactly_as_in_float64() -> None:
+    # ADC counts over a gain: many steps land on flat_tol x range and many samples on the clip
+    # thresholds, where a float32 comparison with a rounded threshold would decide differently.
+    rng = np.random.default_rng(11)
+    counts = np.concatenate([np.arange(400), np.arange(400, 0, -1), [1000], np.arange(50)])
+    for _ in range(300):
+        x = (rng.uniform(-1e4, 1e4) + rng.uniform(1e-3, 10.0) * counts).astype(np.float32)
+        x64 = x.astype(np.float64)
+        limit = 1e-3 * (x64.max() - x64.min())
+        np.testing.assert_array_equal(_still_steps(x, limit), np.abs(np.diff(x64)) <= limit)
+        for value in rng.choice(x64, 5) + limit * rng.choice([-1.0, 0.0, 1.0], 5):
+            assert ((x >= _float_at_or_above(value, x.dtype)) == (x64 >= value)).all()
+            assert ((x <= _float_at_or_below(value, x.dtype)) == (x64 <= value)).all()
