@@ -24,6 +24,9 @@ from models.normalization import (
 )
 from models.spec import ModelSpec
 
+# Full-rate samples at the end of the window that the cycle head's residual sees.
+RECENT_STEPS = 32
+
 # Registers `Standardize` at import, so `keras.saving.load_model` finds it after importing us.
 Standardize = standardize_layer_class()
 
@@ -169,9 +172,15 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     if spec.encoder_pool > 1:
         enc = layers.AveragePooling1D(spec.encoder_pool, name="encoder_pool")(zs)
     feats = _core(spec, enc)  # (B, h_last)
-    # The residual sees the encoder state and the cycle forecast it corrects.
-    both = layers.Concatenate(name="residual_features")(
-        [feats, layers.Flatten(name="cycle_flatten")(base)])
+    # The residual sees the encoder state, the cycle forecast it corrects and the last
+    # RECENT_STEPS samples at full rate (a linear anchor for the first steps, like ridge_ar).
+    n_recent = min(RECENT_STEPS, spec.input_steps)
+    recent = layers.Cropping1D((spec.input_steps - n_recent, 0), name="recent_crop")(zs)
+    both = layers.Concatenate(name="residual_features")([
+        feats,
+        layers.Flatten(name="cycle_flatten")(base),
+        layers.Flatten(name="recent_flatten")(recent),
+    ])
     res = layers.Dense(h * k, kernel_initializer="zeros", name="residual_head")(both)
     res = layers.Reshape((h, k), name="residual_reshape")(res)  # (B, H, K)
     centre = layers.Add(name="cycle_plus_residual")([base, res])  # (B, H, K), window units

@@ -1,4 +1,4 @@
-"""In-graph cycle layers: the seasonal-naive forecast, computed inside the model, as a base to refine.
+"""In-graph cycle layers: the seasonal-naive forecast, computed inside the model, as a base.
 
 Physiological waveforms repeat beat by beat, so the best cheap forecast of the next second is the
 last cycle copied forward (`pipelines.baselines.last_cycle`). The `cycle_residual` head computes

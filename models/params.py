@@ -26,7 +26,7 @@ WEIGHTLESS = frozenset(
     {
         "InputLayer", "Reshape", "Flatten", "RepeatVector", "Dropout", "SpatialDropout1D",
         "Activation", "OrderedQuantiles", "Concatenate", "Add", "Permute", "Identity",
-        "GaussianNoise", "Lambda", "AveragePooling1D",
+        "GaussianNoise", "Lambda", "AveragePooling1D", "Cropping1D",
         # models.cycle: per-window scaling and the in-graph period search own no weights
         "WindowScale", "WindowUnscale", "CycleCandidates",
     }

@@ -142,11 +142,24 @@ def test_spec_errors_name_the_bad_value() -> None:
         assert str(err.value) == message
 
 
-def test_the_ecg_config_loads_into_a_spec() -> None:
-    config = tomllib.loads((REPO_ROOT / "configs" / "ecg.toml").read_text())
+@pytest.mark.parametrize("name", ("ecg", "abp"))
+def test_the_shipped_configs_load_into_cycle_residual_specs(name: str) -> None:
+    config = tomllib.loads((REPO_ROOT / "configs" / f"{name}.toml").read_text())
     spec = model_spec_from_config(config)
-    assert spec == ModelSpec(arch="lstm", units=(64,), input_steps=500, horizon=125,
-                             n_channels=1, n_targets=1, dropout=0.0, quantiles=())
+    assert spec == ModelSpec(arch="lstm", units=(32,), input_steps=1000, horizon=125,
+                             n_channels=1, n_targets=1, dropout=0.0, quantiles=(),
+                             head="cycle_residual", cycle_candidates=4, min_period_steps=37,
+                             max_period_steps=188, encoder_pool=4, target_positions=(0,))
+
+
+def test_an_unknown_head_is_named() -> None:
+    with pytest.raises(SpecError, match="head must be one of direct, cycle_residual, got 'x'"):
+        ModelSpec(head="x")
+
+
+def test_the_cycle_head_refuses_seq2seq() -> None:
+    with pytest.raises(SpecError, match="needs a single-state core, not 'seq2seq'"):
+        ModelSpec(arch="seq2seq", head="cycle_residual", input_steps=400)
 
 
 def test_an_unknown_model_key_is_named() -> None:

@@ -191,3 +191,15 @@ def test_formulas_hold_on_the_jax_backend_too(tmp_path) -> None:
                              n_targets=1, quantiles=(0.1, 0.5, 0.9))
             got = [r.keras for r in check(build_model(spec))]
             assert got == jax_counts[f"{arch}/{depth}"], (arch, depth)
+
+
+@pytest.mark.parametrize("arch", ("lstm", "gru", "direct"))
+def test_cycle_residual_models_match_their_formulas_and_stay_cudnn_eligible(arch: str) -> None:
+    spec = ModelSpec(arch=arch, units=(8,), input_steps=120, horizon=10, head="cycle_residual",
+                     min_period_steps=5, max_period_steps=40, cycle_candidates=2, encoder_pool=2)
+    model = build_model(spec)
+    rows = {r.name: r for r in check(model)}
+    assert rows["cycle_mix"].expected == params.cycle_mix_params(10, 1, 2) == 20
+    assert rows["cycle_candidates"].expected == 0
+    assert sum(r.keras for r in rows.values()) == model.count_params()
+    assert all(r.cudnn for r in rows.values() if r.cudnn is not None)

@@ -1,0 +1,142 @@
+"""Benchmark: forecast skill of the `ecg` and `abp` recipes on unseen patients, end to end.
+
+    python bench/accuracy.py [--work DIR] [--physionet DIR] [--patients 12] [--minutes 10]
+
+Steps, each through the `pulsecast` CLI (exactly what a user runs):
+
+1. `pulsecast synth` a cohort, `pulsecast ingest` it once per recipe (lead II; ABP), 125 Hz;
+2. `pulsecast train` each recipe on it (fit, evaluate on the held-out test patients, publish a
+   SavedModel verified in a fresh process);
+3. copy real PhysioNet records that no recipe trained on into one folder per recipe, ingest them,
+   and `pulsecast evaluate --split all` the published SavedModel on every window of them.
+
+Real records used (from `--physionet`, the shared wfdb-python sample data): lead II from mitdb/100
+(MLII), challenge-2015/a103l, mimic2wdb/s25047 and icu-flac/mixedsignals; ABP from
+mimicdb/03700181, mimic2wdb/s25047 (ABP in its last 13 min) and icu-flac/mixedsignals.
+
+Prints a table (skill = 1 - MAE_model / MAE_best_baseline with the patient-bootstrap 95% CI; the
+goal of issue 4 is skill >= 0.2) and then one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"ecg": "II", "abp": "ABP"}
+REAL_RECORDS = {
+    "ecg": ("mitdb/100", "challenge-2015/a103l", "mimic2wdb/s25047", "icu-flac/mixedsignals"),
+    "abp": ("mimicdb/03700181", "mimic2wdb/s25047", "icu-flac/mixedsignals"),
+}
+
+
+def pulsecast(*args: str) -> str:
+    """Run the CLI in this checkout; returns stdout, raises with stderr's tail on failure."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed ({done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
+def copy_records(physionet: Path, names: tuple[str, ...], out: Path) -> None:
+    """Copy each record's folder content (headers, signal files, segments) under `out/<db>/`."""
+    for name in names:
+        src = physionet / name
+        dst = out / name
+        if src.is_dir():
+            shutil.copytree(src, dst)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        for f in src.parent.glob(src.name + "*"):
+            shutil.copy2(f, dst.parent / f.name)
+
+
+def skill_row(label: str, result: dict) -> dict:
+    best = result["best_baseline"]
+    return {
+        "where": label,
+        "n_patients": result["n_patients"],
+        "n_windows": result["n_windows"],
+        "model_mae": result["model"]["mae"],
+        "best_baseline": best,
+        "baseline_mae": result["baselines"][best]["mae"],
+        "skill": result["skill_mae_vs_best_baseline"],
+        "skill_ci95": result["skill_ci95"],
+    }
+
+
+def run_recipe(name: str, work: Path, physionet: Path) -> dict:
+    channel = RECIPES[name]
+    ds, store = work / f"ds_{name}", work / "store"
+    pulsecast("ingest", "--raw", str(work / "raw"), "--dataset", str(ds), "--channels", channel,
+              "--fs", "125")
+    t0 = time.perf_counter()
+    train_out = pulsecast("train", "--config", f"configs/{name}.toml", "--dataset", str(ds),
+                          "--model-store", str(store), "--run-dir", str(work / f"run_{name}"))
+    train_s = time.perf_counter() - t0
+    trained = last_json(train_out)
+    evaluation = json.loads((work / f"run_{name}" / "evaluation" / "evaluation.json").read_text())
+    rows = [skill_row("synthetic test patients", evaluation)]
+    real_raw, real_ds = work / f"real_{name}", work / f"real_ds_{name}"
+    copy_records(physionet, REAL_RECORDS[name], real_raw)
+    pulsecast("ingest", "--raw", str(real_raw), "--dataset", str(real_ds), "--channels", channel,
+              "--fs", "125")
+    real = last_json(pulsecast("evaluate", "--model-name", name, "--model-store", str(store),
+                               "--version", str(trained["version"]), "--dataset", str(real_ds),
+                               "--split", "all", "--json",
+                               "--out", str(work / f"eval_real_{name}")))
+    rows.append(skill_row("PhysioNet (unseen)", real))
+    return {"recipe": name, "version": trained["version"], "train_s": round(train_s, 1),
+            "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--physionet", type=Path, default=ROOT.parent / "shared" / "physionet")
+    parser.add_argument("--patients", type=int, default=12)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", default="ecg,abp")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="pulsecast-accuracy-"))
+    if work.exists() and any(work.iterdir()):
+        raise SystemExit(f"--work {work} must be empty or absent")
+    work.mkdir(parents=True, exist_ok=True)
+    pulsecast("synth", "--out", str(work / "raw"), "--patients", str(args.patients),
+              "--minutes", str(args.minutes), "--seed", str(args.seed))
+    results = [run_recipe(name, work, args.physionet) for name in args.recipes.split(",")]
+
+    header = f"{'recipe':<6} {'evaluated on':<24} {'pts':>3} {'windows':>7} {'MAE':>8} " \
+             f"{'best baseline':<18} {'skill':>6}  95% CI"
+    print(header)
+    print("-" * len(header))
+    for res in results:
+        for r in res["rows"]:
+            lo, hi = r["skill_ci95"]
+            base = f"{r['best_baseline']} {r['baseline_mae']:.4g}"
+            print(f"{res['recipe']:<6} {r['where']:<24} {r['n_patients']:>3} {r['n_windows']:>7} "
+                  f"{r['model_mae']:>8.4g} {base:<18} {r['skill']:>6.3f}  [{lo:.3f}, {hi:.3f}]")
+    times = ", ".join(f"{res['recipe']} {res['train_s']} s" for res in results)
+    print(f"(train times: {times}; work folder {work})")
+    print(json.dumps({"bench": "accuracy", "work": str(work), "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
