@@ -117,23 +117,35 @@ def fit_normalization(batcher: WindowBatcher, seed: int):
     return fit_norm_stats(x, y)
 
 
-def _keyed(batcher: WindowBatcher, output_names: list[str], **kwargs):
-    """A PyDataset giving `(x, {output: y})`, as a model with named outputs wants its targets."""
+def _keyed(batcher: WindowBatcher, output_names: list[str], steps: int | None = None, **kwargs):
+    """A PyDataset giving `(x, {output: y})`, as a model with named outputs wants its targets.
+
+    With `steps` below the batcher's length, each epoch is the next `steps` batches of the
+    shuffled order (wrapping into the next shuffle), so `max_windows_per_epoch` sees fresh
+    windows every epoch and Keras never runs out of data mid-epoch.
+    """
     import keras
+
+    n_batches = len(batcher)
+    steps = n_batches if steps is None else max(1, min(steps, n_batches))
 
     class Keyed(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(**kwargs)
+            self.cursor = 0  # batches of the current shuffled order already used
 
         def __len__(self) -> int:
-            return len(batcher)
+            return steps
 
         def __getitem__(self, i: int):
-            x, y, *rest = batcher[i]
+            x, y, *rest = batcher[(self.cursor + i) % n_batches]
             return (x, {name: y for name in output_names}, *rest)
 
         def on_epoch_end(self) -> None:
-            batcher.on_epoch_end()
+            self.cursor += steps
+            if self.cursor + steps > n_batches:  # the order is used up: reshuffle
+                self.cursor = 0
+                batcher.on_epoch_end()
 
     return Keyed()
 
@@ -186,8 +198,8 @@ class EpochLine:
         return _EpochLine()
 
 
-def fit_model(model, train_ds, val_ds, cfg: TrainConfig, run_dir: Path, initial_epoch: int,
-              steps_per_epoch: int) -> list[dict]:
+def fit_model(model, train_ds, val_ds, cfg: TrainConfig, run_dir: Path,
+              initial_epoch: int) -> list[dict]:
     """Fit with early stopping (best weights restored), per-epoch checkpoints and logs."""
     import keras
 
@@ -208,7 +220,7 @@ def fit_model(model, train_ds, val_ds, cfg: TrainConfig, run_dir: Path, initial_
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+        callbacks=callbacks, shuffle=False,
         verbose=1 if sys.stderr.isatty() else 0,
     )
     losses = history.history.get("loss", [])
@@ -334,9 +346,9 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     if not resume:
         compile_model(model, mspec, recipe.train, steps)
     names = list(model.output_names) if hasattr(model, "output_names") else ["forecast"]
-    train_ds = _keyed(train_b, names)
+    train_ds = _keyed(train_b, names, steps)
     val_ds = _keyed(val_b, names) if val_b else None
-    history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch, steps)
+    history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch)
 
     ridge = fit_baselines(dataset, spec, recipe.evaluate)
     result, examples = evaluate_forecaster(
