@@ -1,0 +1,343 @@
+"""The gRPC server: TensorFlow Serving's PredictionService and ModelService on the stock stubs.
+
+Wire contract (`specs/tf-serving.md` §2): package `tensorflow.serving`, the generated servicers of
+`tensorflow-serving-api`, so any unmodified TF Serving client works. What this module promises:
+
+- Predict: inputs in `tensor_content` or the typed `*_val` fields (`serve.tensor_proto`); outputs
+  in the typed fields (TF Serving's default) or, with `tensor_content_outputs`, in
+  `tensor_content`; `model_spec` echoed with name, version and the resolved signature name
+  (`serving_default` when the request left it empty); `version` / `version_label` honored;
+  `output_filter` honored with TF's error text.
+- Classify / Regress on signatures taking serialized tf.Examples; GetModelMetadata with
+  `metadata_field: "signature_def"` (a `SignatureDefMap` packed in an `Any`); GetModelStatus;
+  HandleReloadConfigRequest through `manager.reload_config` when the manager has one.
+  MultiInference answers UNIMPLEMENTED.
+- Every failure is `context.abort(code, message)` with TF Serving's canonical code and text
+  (`serve.errors`); a malformed request never takes the server down. Tensor values are never
+  logged.
+
+The caller owns the lifecycle: `make_grpc_server(...)` returns an unstarted `grpc.Server`;
+`start_grpc_server(...)` starts one and returns it with its bound port (port 0 = a free one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+
+from serve.errors import Code, ServingError, invalid
+from serve.tensor_proto import DEFAULT_MAX_TENSOR_BYTES, decode_tensor, dtype_enum, encode_tensor
+from serve.types import ModelConfig, SignatureInfo, TensorInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+SIGNATURE_DEF_FIELD = "signature_def"
+# TF Serving sets the server's max message size to INT32_MAX (server.cc).
+DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+def _default_workers() -> int:
+    return 4 * (os.cpu_count() or 1)  # --grpc_max_threads defaults to 4 x CPUs
+
+
+# --------------------------------------------------------------------------------------------
+# request helpers
+
+
+def _version_of(spec: Any) -> tuple[int | None, str | None]:
+    """(version, label) from a ModelSpec's `version_choice` oneof."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return int(spec.version.value), None
+    if choice == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def _fill_model_spec(out: Any, name: str, version: int, signature_name: str | None) -> None:
+    """util.cc MakeModelSpec: name, version and (when given) the signature, empty -> default."""
+    out.name = name
+    out.version.value = version
+    if signature_name is not None:
+        out.signature_name = signature_name or DEFAULT_SIGNATURE
+
+
+def _tensor_info_proto(info: TensorInfo, out: Any) -> None:
+    out.name = info.name
+    out.dtype = dtype_enum(info.dtype)
+    if info.shape is None:
+        out.tensor_shape.unknown_rank = True
+    else:
+        for size in info.shape:
+            out.tensor_shape.dim.add(size=size)
+
+
+def make_signature_def_map(signatures: Mapping[str, SignatureInfo]) -> Any:
+    """The `tensorflow.serving.SignatureDefMap` of a servable's signatures."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in signatures.items():
+        out = sig_map.signature_def[key]
+        out.method_name = sig.method_name
+        for alias, info in sig.inputs.items():
+            _tensor_info_proto(info, out.inputs[alias])
+        for alias, info in sig.outputs.items():
+            _tensor_info_proto(info, out.outputs[alias])
+    return sig_map
+
+
+def _examples_of(model_input: Any) -> tuple[list[Any], dict[str, Any] | None]:
+    """The tf.Examples (and shared context features) of a tensorflow.serving.Input."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples, context = list(model_input.example_list.examples), None
+    elif kind == "example_list_with_context":
+        both = model_input.example_list_with_context
+        examples, context = list(both.examples), dict(both.context.features.feature)
+    else:
+        examples, context = [], None
+    if not examples:
+        raise invalid("Input is empty")
+    return examples, context
+
+
+def configs_from_proto(server_config: Any) -> list[ModelConfig]:
+    """A `tensorflow.serving.ModelServerConfig` as `ModelConfig`s, by the same rules as
+    `--model_config_file` (`serve.model_config`); raises `ModelConfigError` (a ValueError)."""
+    from google.protobuf import text_format
+
+    from serve.model_config import parse_model_config
+
+    return parse_model_config(text_format.MessageToString(server_config), "ReloadConfigRequest")
+
+
+# --------------------------------------------------------------------------------------------
+# the servicers
+
+
+@contextmanager
+def _errors_to_status(context: grpc.ServicerContext, method: str) -> Iterator[None]:
+    """Turn failures into gRPC statuses: ServingError keeps its code and text, anything else is
+    INTERNAL (and logged, without request contents)."""
+    try:
+        yield
+    except ServingError as err:
+        log.debug("%s failed: %s %s", method, err.code.name, err.message[:300])
+        context.abort(grpc.StatusCode[err.code.name], err.message)
+    except Exception as err:  # a bug or TF failure must answer, never kill the worker
+        log.exception("%s failed unexpectedly", method)
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+
+
+class PredictionServicer:
+    """tensorflow.serving.PredictionService over a `serve.manager.ModelManager`."""
+
+    def __init__(self, manager: Any, tensor_content_outputs: bool = False,
+                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> None:
+        self.manager = manager
+        self.tensor_content_outputs = tensor_content_outputs
+        self.max_tensor_bytes = max_tensor_bytes
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import predict_pb2
+
+        response = predict_pb2.PredictResponse()
+        with _errors_to_status(context, "Predict"):
+            spec = request.model_spec
+            version, label = _version_of(spec)
+            with self.manager.acquire(spec.name, version, label) as servable:
+                signature_name = spec.signature_name or DEFAULT_SIGNATURE
+                if signature_name not in servable.signatures:
+                    raise ServingError(
+                        Code.FAILED_PRECONDITION,
+                        f'Serving signature key "{signature_name}" not found.',
+                    )
+                inputs = {
+                    alias: decode_tensor(proto, alias, self.max_tensor_bytes)
+                    for alias, proto in request.inputs.items()
+                }
+                outputs = servable.predict(signature_name, inputs, tuple(request.output_filter))
+                served_version = servable.version
+            for alias, array in outputs.items():
+                encode_tensor(array, self.tensor_content_outputs, out=response.outputs[alias])
+            _fill_model_spec(response.model_spec, spec.name, served_version, signature_name)
+        return response
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import classification_pb2
+
+        response = classification_pb2.ClassificationResponse()
+        with _errors_to_status(context, "Classify"):
+            spec = request.model_spec
+            version, label = _version_of(spec)
+            with self.manager.acquire(spec.name, version, label) as servable:
+                examples, features = _examples_of(request.input)
+                rows = servable.classify(spec.signature_name, examples, features)
+                served_version = servable.version
+            for row in rows:
+                classes = response.result.classifications.add()
+                for class_label, score in row:
+                    classes.classes.add(label=class_label, score=score)
+            _fill_model_spec(response.model_spec, spec.name, served_version, spec.signature_name)
+        return response
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import regression_pb2
+
+        response = regression_pb2.RegressionResponse()
+        with _errors_to_status(context, "Regress"):
+            spec = request.model_spec
+            version, label = _version_of(spec)
+            with self.manager.acquire(spec.name, version, label) as servable:
+                examples, features = _examples_of(request.input)
+                values = servable.regress(spec.signature_name, examples, features)
+                served_version = servable.version
+            for value in values:
+                response.result.regressions.add(value=value)
+            _fill_model_spec(response.model_spec, spec.name, served_version, spec.signature_name)
+        return response
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not supported")
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        with _errors_to_status(context, "GetModelMetadata"):
+            # get_model_metadata_impl.cc checks the fields before looking the model up
+            if not request.metadata_field:
+                raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            for field in request.metadata_field:
+                if field != SIGNATURE_DEF_FIELD:
+                    raise invalid(f"Metadata field {field} is not supported")
+            spec = request.model_spec
+            version, label = _version_of(spec)
+            with self.manager.acquire(spec.name, version, label) as servable:
+                sig_map = make_signature_def_map(servable.signatures)
+                served_version = servable.version
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(sig_map)
+            # name and version only: signature_name stays "" as in TF Serving's metadata
+            _fill_model_spec(response.model_spec, spec.name, served_version, None)
+        return response
+
+
+class ModelServicer:
+    """tensorflow.serving.ModelService: version status and config reloads."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        response = get_model_status_pb2.GetModelStatusResponse()
+        with _errors_to_status(context, "GetModelStatus"):
+            spec = request.model_spec
+            version, label = _version_of(spec)
+            for status in self.manager.status(spec.name, version, label):
+                entry = response.model_version_status.add(
+                    version=status.version, state=int(status.state)
+                )
+                entry.status.error_code = int(status.error_code)
+                entry.status.error_message = status.error_message
+        return response
+
+    def HandleReloadConfigRequest(self, request: Any,  # noqa: N802
+                                  context: grpc.ServicerContext) -> Any:
+        from tensorflow_serving.apis import model_management_pb2
+
+        reload_config = getattr(self.manager, "reload_config", None)
+        if reload_config is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                          "this server cannot reload its model config")
+        response = model_management_pb2.ReloadConfigResponse()
+        with _errors_to_status(context, "HandleReloadConfigRequest"):
+            if request.config.WhichOneof("config") is None:
+                # server_core.cc: an empty config is no action, so a later real one still works
+                log.info("Taking no action for empty config.")
+            else:
+                try:
+                    configs = configs_from_proto(request.config)
+                    reload_config(configs)
+                except ValueError as err:  # a ModelConfigError, duplicate names...
+                    raise invalid(str(err)) from err
+                log.info("model config reloaded: %s", [c.name for c in configs])
+            response.status.error_code = int(Code.OK)
+        return response
+
+
+# --------------------------------------------------------------------------------------------
+# the server
+
+
+def _build(manager: Any, host: str, port: int, max_workers: int | None,
+           max_message_bytes: int, tensor_content_outputs: bool) -> tuple[grpc.Server, int]:
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers or _default_workers(),
+                           thread_name_prefix="grpc-serve"),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port already in use is an error, not shared
+        ],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(manager, tensor_content_outputs, max_tensor_bytes=max_message_bytes),
+        server,
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as err:
+        raise OSError(f"cannot bind the gRPC server to {address}: {err}") from err
+    if not bound:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return server, bound
+
+
+def make_grpc_server(
+    manager: Any,
+    host: str = "127.0.0.1",
+    port: int = 8500,
+    max_workers: int | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tensor_content_outputs: bool = False,
+) -> grpc.Server:
+    """An unstarted gRPC server bound to `host:port` serving `manager`'s models.
+
+    `max_workers` defaults to 4 x CPUs (TF Serving's `--grpc_max_threads`); `max_message_bytes`
+    bounds requests and responses both ways (TF Serving: INT32_MAX). `tensor_content_outputs`
+    mirrors `--enable_serialization_as_tensor_content`. Raises OSError when the port is taken.
+    Call `.start()`, and `.stop(grace_s)` to shut down.
+    """
+    server, _ = _build(manager, host, port, max_workers, max_message_bytes,
+                       tensor_content_outputs)
+    return server
+
+
+def start_grpc_server(
+    manager: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_workers: int | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tensor_content_outputs: bool = False,
+) -> tuple[grpc.Server, int]:
+    """`make_grpc_server`, started; returns the server and its bound port (port 0 = a free one)."""
+    server, bound = _build(manager, host, port, max_workers, max_message_bytes,
+                           tensor_content_outputs)
+    server.start()
+    log.info("gRPC server listening on %s:%d", host, bound)
+    return server, bound
