@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,6 +137,17 @@ class Servable(Protocol):
         """Run a predict signature; raises `ServingError` with TF Serving's codes and texts."""
         ...
 
-    def classify(self, signature_name: str, examples: list[Mapping[str, Any]]) -> Any: ...
+    def classify(
+        self, signature_name: str, examples: Sequence[Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Per example its (label, score) pairs. `examples`: dicts of feature lists,
+        `tf.train.Example`s or serialized bytes; `context` features are merged into each."""
+        ...
 
-    def regress(self, signature_name: str, examples: list[Mapping[str, Any]]) -> Any: ...
+    def regress(
+        self, signature_name: str, examples: Sequence[Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> list[float]:
+        """One value per example."""
+        ...

@@ -1,0 +1,202 @@
+"""serve.batcher: TF Serving's dynamic batching semantics on a fake servable (no TensorFlow)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serve.batcher import BatchingServable, BatchScheduler
+from serve.errors import Code, ServingError
+from serve.types import BatchingParams
+
+
+class DoublingServable:
+    """predict: y = 2 x per row; records each batch size; can hold its first call on a gate."""
+
+    name = "fake"
+    version = 1
+    runtime = "fake"
+    signatures: dict = {}
+    metadata = None
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.signature_names: list[str] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.hold_first = hold_first
+        self.fail_with: Exception | None = None
+
+    def predict(self, signature_name, inputs, output_filter=()):
+        first = not self.sizes
+        self.sizes.append(len(next(iter(inputs.values()))))
+        self.signature_names.append(signature_name)
+        if first and self.hold_first:
+            self.entered.set()
+            assert self.gate.wait(5)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {f"{k}2": v * 2 for k, v in inputs.items()}
+
+
+@pytest.fixture
+def make():
+    schedulers: list[BatchScheduler] = []
+
+    def _make(servable, **params) -> BatchingServable:
+        params.setdefault("num_batch_threads", 1)
+        scheduler = BatchScheduler(BatchingParams(**params))
+        schedulers.append(scheduler)
+        return scheduler.wrap(servable)
+
+    yield _make
+    for scheduler in schedulers:
+        scheduler.stop()
+
+
+def _rows(n: int, start: float = 0.0, width: int = 1) -> np.ndarray:
+    return (np.arange(n * width, dtype=np.float32).reshape(n, width) + start)
+
+
+def _submit_while_held(batched, fake, requests, pool: ThreadPoolExecutor):
+    """Hold the only worker on a first request, queue `requests`, then release."""
+    first = pool.submit(batched.predict, "", {"x": _rows(1, 100)})
+    assert fake.entered.wait(5)
+    futures = [pool.submit(batched.predict, *r) for r in requests]
+    time.sleep(0.1)  # let every request reach the queue
+    fake.gate.set()
+    first.result(5)
+    return futures
+
+
+def test_queued_requests_are_concatenated_and_outputs_sliced_back(make) -> None:
+    fake = DoublingServable(hold_first=True)
+    batched = make(fake, max_batch_size=16)
+    with ThreadPoolExecutor(8) as pool:
+        reqs = [("", {"x": _rows(n, 10 * i)}) for i, n in enumerate((1, 3, 2))]
+        futures = _submit_while_held(batched, fake, reqs, pool)
+        results = [f.result(5) for f in futures]
+    assert fake.sizes == [1, 6]
+    for (_, inputs), out in zip(reqs, results, strict=True):
+        np.testing.assert_array_equal(out["x2"], inputs["x"] * 2)
+
+
+def test_batches_are_padded_to_the_next_allowed_size(make) -> None:
+    fake = DoublingServable(hold_first=True)
+    batched = make(fake, max_batch_size=8, allowed_batch_sizes=(2, 4, 8))
+    with ThreadPoolExecutor(8) as pool:
+        reqs = [("", {"x": _rows(1, i)}) for i in range(3)]
+        futures = _submit_while_held(batched, fake, reqs, pool)
+        results = [f.result(5) for f in futures]
+    assert fake.sizes == [2, 4]  # the held single request was padded too
+    assert [r["x2"].shape for r in results] == [(1, 1)] * 3
+    assert sorted(float(r["x2"][0, 0]) for r in results) == [0.0, 2.0, 4.0]
+
+
+def test_requests_with_other_shapes_or_signatures_are_not_concatenated(make) -> None:
+    fake = DoublingServable(hold_first=True)
+    batched = make(fake, max_batch_size=16)
+    with ThreadPoolExecutor(8) as pool:
+        reqs = [("", {"x": _rows(1)}), ("", {"x": _rows(1, width=2)}), ("other", {"x": _rows(1)})]
+        futures = _submit_while_held(batched, fake, reqs, pool)
+        results = [f.result(5) for f in futures]
+    assert fake.sizes == [1, 1, 1, 1]
+    assert sorted(fake.signature_names[1:]) == ["", "", "other"]
+    assert results[1]["x2"].shape == (1, 2)
+
+
+def test_a_full_queue_fails_at_once_with_unavailable(make) -> None:
+    fake = DoublingServable(hold_first=True)
+    batched = make(fake, max_batch_size=2, max_enqueued_batches=1)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batched.predict, "", {"x": _rows(1)})
+        assert fake.entered.wait(5)
+        queued = pool.submit(batched.predict, "", {"x": _rows(2)})  # fills the one batch
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        with pytest.raises(ServingError) as info:
+            batched.predict("", {"x": _rows(1)})
+        waited = time.perf_counter() - t0
+        fake.gate.set()
+        first.result(5)
+        np.testing.assert_array_equal(queued.result(5)["x2"], _rows(2) * 2)
+    assert waited < 0.5  # at once: the held worker would block it for seconds
+    assert info.value.code == Code.UNAVAILABLE
+    assert info.value.message == (
+        "The batch scheduling queue to which this task was submitted is full; currently 1 "
+        "batches enqueued and max_enqueued_batches is 1"
+    )
+
+
+def test_a_task_larger_than_max_batch_size_is_invalid_argument(make) -> None:
+    batched = make(DoublingServable(), max_batch_size=8)
+    with pytest.raises(ServingError) as info:
+        batched.predict("", {"x": _rows(9)})
+    assert info.value.code == Code.INVALID_ARGUMENT
+    assert info.value.message == "Task size 9 is larger than maximum input batch size 8"
+    with pytest.raises(ServingError, match="equal 0th-dimension size"):
+        batched.predict("", {"x": _rows(2), "y": _rows(3)})
+    with pytest.raises(ServingError, match="at least one dimension"):
+        batched.predict("", {"x": np.float32(1.0)})
+
+
+def test_a_batch_waits_for_the_timeout_then_runs_what_it_has(make) -> None:
+    fake = DoublingServable()
+    batched = make(fake, max_batch_size=8, batch_timeout_micros=100_000)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batched.predict, "", {"x": _rows(1, i)}) for i in range(3)]
+        results = [f.result(5) for f in futures]
+    elapsed = time.perf_counter() - t0
+    assert 0.09 <= elapsed < 1.0
+    assert fake.sizes == [3]
+    assert sorted(float(r["x2"][0, 0]) for r in results) == [0.0, 2.0, 4.0]
+
+
+def test_a_full_batch_runs_without_waiting_for_the_timeout(make) -> None:
+    fake = DoublingServable()
+    batched = make(fake, max_batch_size=2, batch_timeout_micros=5_000_000)
+    t0 = time.perf_counter()
+    out = batched.predict("", {"x": _rows(2)})
+    assert time.perf_counter() - t0 < 1.0
+    np.testing.assert_array_equal(out["x2"], _rows(2) * 2)
+
+
+def test_a_failing_batch_fails_every_task_in_it_with_the_same_error(make) -> None:
+    fake = DoublingServable(hold_first=True)
+    fake.fail_with = ServingError(Code.INVALID_ARGUMENT, "boom")
+    batched = make(fake, max_batch_size=8)
+    with ThreadPoolExecutor(4) as pool:
+        futures = _submit_while_held_failing(batched, fake, pool)
+        errors = [f.exception(5) for f in futures]
+    assert [e.message for e in errors] == ["boom", "boom"]
+    assert fake.sizes[-1] == 2
+
+
+def _submit_while_held_failing(batched, fake, pool):
+    first = pool.submit(batched.predict, "", {"x": _rows(1)})
+    assert fake.entered.wait(5)
+    futures = [pool.submit(batched.predict, "", {"x": _rows(1)}) for _ in range(2)]
+    time.sleep(0.1)
+    fake.gate.set()
+    first.exception(5)
+    return futures
+
+
+def test_the_wrapper_exposes_the_servables_attributes_and_many_threads_get_their_rows(
+    make,
+) -> None:
+    fake = DoublingServable()
+    batched = make(fake, max_batch_size=32, num_batch_threads=2, batch_timeout_micros=1000)
+    assert (batched.name, batched.version, batched.runtime) == ("fake", 1, "fake")
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(
+            lambda i: (i, batched.predict("", {"x": _rows(1 + i % 3, 10 * i)})), range(200)
+        ))
+    for i, out in results:
+        np.testing.assert_array_equal(out["x2"], _rows(1 + i % 3, 10 * i) * 2)
+    assert max(fake.sizes) > 1  # some requests did share a batch
