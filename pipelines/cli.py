@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "models": "models",
+    "serve": "serve",
+    "predict": "predict",
 }
 
 

@@ -1,0 +1,113 @@
+"""`pulsecast serve`: a TensorFlow-Serving-compatible model server (REST 8501, gRPC 8500).
+
+    pulsecast serve --model-base-path data/model_store/ecg --model-name ecg
+    pulsecast serve --model-store data/model_store          # every model in the store
+    pulsecast serve --model_config_file models.config --rest_api_port 8501 --port 8500
+
+Flags, meanings and defaults follow tensorflow_model_server; the underscore spellings
+(`--rest_api_port`, `--model_base_path`, ...) are accepted too. Binds 127.0.0.1 by default.
+SIGTERM/SIGINT drain in-flight requests and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "serve models over TensorFlow Serving's REST and gRPC APIs (plus :forecast, KServe V2)"
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+    """Add `--a-b` and its TF Serving spelling `--a_b`."""
+    dashed = "--" + name.replace("_", "-")
+    underscored = "--" + name
+    names = [dashed] if dashed == underscored else [dashed, underscored]
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"allowed batch sizes must be integers, got {text!r}"
+        ) from None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("models")
+    _flag(models, "model_name", help="model name for --model_base_path (TF Serving: 'default')")
+    _flag(models, "model_base_path", type=Path, help="folder of numbered version folders")
+    _flag(models, "model_config_file", type=Path, help="ModelServerConfig text proto")
+    _flag(models, "model_store", type=Path, help="serve every model of a pulsecast model store")
+    _flag(models, "file_system_poll_wait_seconds", type=float, default=1.0,
+          help="seconds between scans for new versions (default 1)")
+    _flag(models, "runtime", choices=("auto", "savedmodel", "xla"), default="auto",
+          help="auto: XLA for pulsecast models when it matches the SavedModel")
+    _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
+          help="replay assets.extra/tf_serving_warmup_requests before serving (default true)")
+
+    net = parser.add_argument_group("network")
+    _flag(net, "port", type=int, default=8500, help="gRPC port (0 = no gRPC; default 8500)")
+    _flag(net, "rest_api_port", type=int, default=8501,
+          help="REST port (0 = no REST; default 8501)")
+    _flag(net, "host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    _flag(net, "rest_api_num_threads", type=int, default=None,
+          help="worker threads for REST requests (default 4 x CPUs)")
+    _flag(net, "rest_api_timeout_in_ms", type=int, default=30_000,
+          help="REST request deadline, 504 past it (default 30000)")
+    _flag(net, "rest_api_enable_cors_support", type=_bool, nargs="?", const=True,
+          default=False, help="send CORS headers and answer preflights")
+    _flag(net, "api_token_file", type=Path,
+          help="file holding a bearer token every non-health route requires")
+    _flag(net, "max_body_bytes", type=int, default=16 * 1024 * 1024,
+          help="largest request body, before and after gzip (default 16 MiB; 413 past it)")
+    _flag(net, "drain_timeout_s", type=float, default=30.0,
+          help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+
+    batching = parser.add_argument_group("batching (TF Serving's BatchingParameters)")
+    _flag(batching, "enable_batching", type=_bool, nargs="?", const=True, default=False,
+          help="dynamic server-side batching")
+    _flag(batching, "batching_parameters_file", type=Path, help="BatchingParameters text proto")
+    _flag(batching, "max_batch_size", type=int, help="default 1000")
+    _flag(batching, "batch_timeout_micros", type=int, help="default 0")
+    _flag(batching, "num_batch_threads", type=int, help="default: number of CPUs")
+    _flag(batching, "max_enqueued_batches", type=int, help="default 10")
+    _flag(batching, "allowed_batch_sizes", type=_sizes, help="e.g. '1,2,4,8'")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """A `ServerSettings` from parsed flags (ValueError names a bad combination)."""
+    from serve.server import ServerSettings
+
+    if args.model_base_path is not None and args.model_name is None:
+        args.model_name = "default"
+    kwargs = {
+        name: getattr(args, name)
+        for name in (
+            "model_name", "model_base_path", "model_config_file", "model_store",
+            "file_system_poll_wait_seconds", "runtime", "enable_model_warmup", "port",
+            "rest_api_port", "host", "rest_api_timeout_in_ms", "rest_api_enable_cors_support",
+            "api_token_file", "max_body_bytes", "drain_timeout_s", "enable_batching",
+            "batching_parameters_file", "max_batch_size", "batch_timeout_micros",
+            "num_batch_threads", "max_enqueued_batches", "allowed_batch_sizes",
+        )
+    }
+    if args.rest_api_num_threads is not None:
+        kwargs["rest_api_num_threads"] = args.rest_api_num_threads
+    return ServerSettings(**kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from serve.server import run_server
+
+    return run_server(settings_from_args(args))

@@ -1,0 +1,131 @@
+"""Request metrics: TF Serving's Prometheus names plus pulsecast's per-route latency histograms.
+
+Exposed at `/monitoring/prometheus/metrics` (`specs/tf-serving.md` §1.8) in the Prometheus text
+format:
+
+    :tensorflow:serving:request_count{model_name,status}            counter (status = code name)
+    :tensorflow:serving:request_latency{model_name,API,entrypoint}  histogram in microseconds,
+                                                                    buckets 10 * 1.8^k (33)
+    pulsecast_http_request_duration_seconds{model_name,route,code}  histogram in seconds
+
+The TF-named metrics are rendered here so they keep TF Serving's exact spelling
+(prometheus-client's `Counter` would append `_total`); the rest is prometheus-client's. Each
+`ServingMetrics` has its own registry: nothing global, nothing registered at import. Only
+values cross here, never request payloads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# TF Serving's request_latency buckets: ExponentialBuckets(10, 1.8, 33), microseconds.
+TF_LATENCY_BUCKETS_US = tuple(10 * 1.8**k for k in range(33))
+HTTP_LATENCY_BUCKETS_S = (
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)
+
+
+class _TfServingCollector:
+    """Counters and histograms with TF Serving's metric names, kept in plain dicts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+        # (model, api, entrypoint) -> (bucket counts, sum, count)
+        self.latency: dict[tuple[str, str, str], list] = {}
+
+    def observe(self, model: str, api: str, status: str, latency_us: float,
+                entrypoint: str, ok: bool) -> None:
+        with self.lock:
+            key = (model, status)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if not ok:  # TF Serving records REST latency for successful requests only
+                return
+            hist = self.latency.setdefault(
+                (model, api, entrypoint), [[0] * (len(TF_LATENCY_BUCKETS_US) + 1), 0.0, 0]
+            )
+            hist[0][bisect.bisect_left(TF_LATENCY_BUCKETS_US, latency_us)] += 1
+            hist[1] += latency_us
+            hist[2] += 1
+
+    def render(self) -> str:
+        """The Prometheus text of these metrics, with TF Serving's exact names and TYPE lines
+        (prometheus-client would print `# TYPE <name>_total` for a counter)."""
+        with self.lock:
+            counts = dict(self.counts)
+            latency = {k: (list(v[0]), v[1], v[2]) for k, v in self.latency.items()}
+        name = ":tensorflow:serving:request_count"
+        lines = [f"# TYPE {name} counter"]
+        for (model, status), n in sorted(counts.items()):
+            lines.append(f"{name}{_labels(model_name=model, status=status)} {n}")
+        name = ":tensorflow:serving:request_latency"
+        lines.append(f"# TYPE {name} histogram")
+        for (model, api, entry), (buckets, total, n) in sorted(latency.items()):
+            labels = {"model_name": model, "API": api, "entrypoint": entry}
+            cumulative = 0
+            for bound, count in zip((*TF_LATENCY_BUCKETS_US, float("inf")), buckets, strict=True):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else f"{bound:.6g}"
+                lines.append(f"{name}_bucket{_labels(**labels, le=le)} {cumulative}")
+            lines.append(f"{name}_sum{_labels(**labels)} {total:.6g}")
+            lines.append(f"{name}_count{_labels(**labels)} {n}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(**labels: str) -> str:
+    def escape(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
+
+
+class ServingMetrics:
+    """One server's request metrics; `observe` is thread-safe and cheap (a lock and a bisect)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._tf = _TfServingCollector()
+        self._http = Histogram(
+            "pulsecast_http_request_duration_seconds",
+            "HTTP request latency by model and route",
+            ("model_name", "route", "code"),
+            buckets=HTTP_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._lock = threading.Lock()
+        self._window: list[float] = []
+        self._errors = 0
+        self._total = 0
+
+    def observe(self, model: str, route: str, http_status: int, status_name: str,
+                latency_s: float, entrypoint: str = "REST") -> None:
+        """Record one request. `route` is the API (`predict`, `metadata`, `infer`...)."""
+        ok = http_status < 400
+        if route in ("predict", "classify", "regress", "forecast", "infer", "metadata", "status"):
+            self._tf.observe(model, route, status_name, latency_s * 1e6, entrypoint, ok)
+        self._http.labels(model, route, str(http_status)).observe(latency_s)
+        with self._lock:
+            self._total += 1
+            self._errors += not ok
+            if len(self._window) < 100_000:
+                self._window.append(latency_s)
+
+    def take_summary(self) -> tuple[int, int, int, float, float] | None:
+        """(total so far, requests and errors since the last call, p50 and p99 in ms) or None."""
+        with self._lock:
+            window, self._window = self._window, []
+            errors, self._errors = self._errors, 0
+            total = self._total
+        if not window:
+            return None
+        window.sort()
+        p50 = window[len(window) // 2] * 1e3
+        p99 = window[min(len(window) - 1, int(len(window) * 0.99))] * 1e3
+        return total, len(window), errors, p50, p99
+
+    def render(self) -> bytes:
+        return self._tf.render().encode() + generate_latest(self.registry)

@@ -1,0 +1,284 @@
+"""The server process: model manager + REST (uvicorn) + gRPC, with a graceful drain.
+
+`run_server(settings)` does, in order:
+
+1. build the model configs: `--model_config_file`, or pulsecast's `--model-store DIR` (every
+   model in the store), or `--model_name` + `--model_base_path` (TF Serving's single model);
+2. start the `ModelManager` (first load synchronous, as TF Serving opens its ports after it);
+3. start gRPC on `--port` through `serve.grpc_service.make_grpc_server` (skipped with a warning
+   when the port is 0 or the module is missing) and REST on `--rest_api_port` (0 = no REST, as
+   in TF Serving) with uvicorn (uvloop + httptools when installed);
+4. log one parseable line: `LISTENING {"rest": "http://host:port", "grpc": "host:port", ...}`;
+5. on SIGTERM/SIGINT: stop accepting, let in-flight requests finish (`drain_timeout_s`), stop
+   gRPC, drain and stop the manager; return 0.
+
+Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serve.rest import DEFAULT_MAX_BODY_BYTES
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "savedmodel", "xla")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Every flag of `pulsecast serve`; names and defaults follow tensorflow_model_server."""
+
+    model_name: str | None = None
+    model_base_path: Path | None = None
+    model_config_file: Path | None = None
+    model_store: Path | None = None
+    port: int = 8500
+    rest_api_port: int = 8501
+    host: str = "127.0.0.1"
+    file_system_poll_wait_seconds: float = 1.0
+    enable_batching: bool = False
+    batching_parameters_file: Path | None = None
+    max_batch_size: int | None = None
+    batch_timeout_micros: int | None = None
+    num_batch_threads: int | None = None
+    max_enqueued_batches: int | None = None
+    allowed_batch_sizes: tuple[int, ...] | None = None
+    api_token_file: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    runtime: str = "auto"
+    enable_model_warmup: bool = True
+    rest_api_num_threads: int = field(default_factory=lambda: 4 * (os.cpu_count() or 1))
+    rest_api_timeout_in_ms: int = 30_000
+    rest_api_enable_cors_support: bool = False
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        sources = [self.model_config_file is not None, self.model_store is not None,
+                   self.model_base_path is not None]
+        if sum(sources) != 1:
+            raise ValueError(
+                "give exactly one of --model_base_path (with --model_name), "
+                "--model_config_file or --model-store"
+            )
+        for name in ("port", "rest_api_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, got {value}")
+        if self.port and self.port == self.rest_api_port:
+            raise ValueError(f"--rest_api_port must differ from --port, both are {self.port}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.batching_parameters_file is not None and not self.enable_batching:
+            raise ValueError("--batching_parameters_file requires --enable_batching")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.rest_api_timeout_in_ms < 1:
+            raise ValueError(
+                f"rest_api_timeout_in_ms must be >= 1, got {self.rest_api_timeout_in_ms}"
+            )
+
+
+def build_configs(settings: ServerSettings) -> list[Any]:
+    """The ModelConfigs the settings name."""
+    from serve import model_config
+
+    if settings.model_config_file is not None:
+        return model_config.read_model_config_file(settings.model_config_file)
+    if settings.model_store is not None:
+        configs = model_config.configs_from_store(settings.model_store)
+        if not configs:
+            log.warning("model store %s holds no model with a version yet", settings.model_store)
+        return configs
+    return model_config.single_model_config(settings.model_name or "default",
+                                            settings.model_base_path)
+
+
+def build_batching(settings: ServerSettings) -> Any:
+    """BatchingParams from the file and/or the flags (flags win), or None when batching is off."""
+    if not settings.enable_batching:
+        return None
+    import dataclasses
+
+    from serve import model_config
+    from serve.types import BatchingParams
+
+    params = (model_config.read_batching_parameters_file(settings.batching_parameters_file)
+              if settings.batching_parameters_file else BatchingParams())
+    overrides = {
+        k: getattr(settings, k)
+        for k in ("max_batch_size", "batch_timeout_micros", "num_batch_threads",
+                  "max_enqueued_batches", "allowed_batch_sizes")
+        if getattr(settings, k) is not None
+    }
+    return dataclasses.replace(params, **overrides) if overrides else params
+
+
+def read_token(path: Path | None) -> str | None:
+    """The bearer token in `path` (surrounding whitespace stripped), or None without a file."""
+    if path is None:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"api token file {path} is empty")
+    return token
+
+
+def run_server(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (0 after a clean drain)."""
+    from serve.manager import ModelManager
+    from serve.rest import RestApp, RestSettings
+
+    token = read_token(settings.api_token_file)
+    manager = ModelManager(
+        build_configs(settings),
+        poll_wait_s=settings.file_system_poll_wait_seconds,
+        batching=build_batching(settings),
+        runtime=settings.runtime,
+        enable_warmup=settings.enable_model_warmup,
+    )
+    stop = threading.Event()
+    # bind first: a taken port fails in milliseconds, not after loading every model
+    rest_sock = _bind(settings.host, settings.rest_api_port) if settings.rest_api_port else None
+    with _signals_to(stop) as captured:
+        manager.start()
+        log.info("models: %s", ", ".join(manager.model_names()) or "(none)")
+        grpc_server, grpc_address = _start_grpc(manager, settings)
+        rest_address = None
+        if rest_sock is not None:
+            host, port = rest_sock.getsockname()[:2]
+            rest_address = f"http://{_host_text(host)}:{port}"
+        log.info("LISTENING %s", json.dumps({
+            "rest": rest_address, "grpc": grpc_address, "models": manager.model_names(),
+            "pid": os.getpid(),
+        }))
+        try:
+            if rest_sock is not None:
+                app = RestApp(manager, RestSettings(
+                    api_token=token,
+                    max_body_bytes=settings.max_body_bytes,
+                    enable_cors=settings.rest_api_enable_cors_support,
+                    timeout_s=settings.rest_api_timeout_in_ms / 1000.0,
+                    num_threads=settings.rest_api_num_threads,
+                ))
+                _serve_rest(app, rest_sock, settings, stop, captured)
+            else:
+                stop.wait()
+        finally:
+            log.info("draining: stopping gRPC, waiting for in-flight requests")
+            if grpc_server is not None:
+                grpc_server.stop(settings.drain_timeout_s).wait()
+            drained = manager.drain(settings.drain_timeout_s)
+            manager.stop()
+            log.info("stopped (%s)", "drained" if drained else "drain timed out")
+    return 0
+
+
+def _serve_rest(app: Any, sock: socket.socket, settings: ServerSettings,
+                stop: threading.Event, captured: list[int]) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        timeout_keep_alive=30,
+    )
+    server = _Server(config, stop)
+    server.run(sockets=[sock])
+
+
+class _Server:
+    """uvicorn's Server without its signal handling: ours sets `stop`, a watcher exits."""
+
+    def __init__(self, config: Any, stop: threading.Event) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # signals go to `_signals_to`; uvicorn would re-raise them at exit
+
+        self.server = Server(config)
+        self.stop = stop
+
+    def run(self, sockets: list[socket.socket]) -> None:
+        watcher = threading.Thread(target=self._watch, name="rest-stop", daemon=True)
+        watcher.start()
+        self.server.run(sockets=sockets)
+        self.stop.set()
+
+    def _watch(self) -> None:
+        self.stop.wait()
+        self.server.should_exit = True
+
+
+@contextlib.contextmanager
+def _signals_to(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGTERM/SIGINT set `stop` (a second SIGINT while stopping is left to the default)."""
+    captured: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield captured
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        captured.append(signum)
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield captured
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _start_grpc(manager: Any, settings: ServerSettings) -> tuple[Any, str | None]:
+    if settings.port == 0:
+        log.warning("gRPC disabled (--port 0)")
+        return None, None
+    if importlib.util.find_spec("serve.grpc_service") is None:
+        log.warning("gRPC disabled: serve.grpc_service is not available")
+        return None, None
+    from serve.grpc_service import make_grpc_server
+
+    server = make_grpc_server(manager, settings.host, settings.port)
+    server.start()
+    return server, f"{_host_text(settings.host)}:{settings.port}"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot bind the REST server to {host}:{port}: {err}") from err
+    # listen now: connections made once the LISTENING line is out queue until uvicorn accepts
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
