@@ -32,13 +32,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/pulsecast synth --out data/raw/synthetic --patients 12 --minutes 10 --seed 0 --overwrite
-	$(BIN)/pulsecast ingest --raw data/raw/synthetic --dataset data/datasets/ecg --channels II,ABP,PLETH,RESP --fs 125
-	$(BIN)/pulsecast ingest --raw data/raw/synthetic --dataset data/datasets/vitals --channels HR,SPO2,ABPMEAN --fs 1/60 --numerics
-	$(BIN)/pulsecast inspect --config configs/ecg.toml
-	$(BIN)/pulsecast train --config configs/ecg.toml --dataset data/datasets/ecg --model-store data/model_store
-	$(BIN)/pulsecast evaluate --model-name ecg --model-store data/model_store --dataset data/datasets/ecg --split test
-	$(BIN)/pulsecast models --model-store data/model_store --model-name ecg
+	$(BIN)/pulsecast demo --root data --config configs/ecg.toml
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py

@@ -226,6 +226,55 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}{suffix}")
 
 
+# Archs whose whole core can run stateful over consecutive chunks (truncated BPTT).
+STATEFUL_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn")
+
+
+def stateful_refusal(spec: ModelSpec) -> str | None:
+    """Why `spec` has no stateful twin, in words; None when `build_stateful_twin` can build it."""
+    if spec.arch not in STATEFUL_ARCHS:
+        return (f"arch {spec.arch!r} has no stateful twin (stateful archs: "
+                f"{', '.join(STATEFUL_ARCHS)})")
+    if spec.head != "direct":
+        return f"head {spec.head!r} has no stateful twin (only head 'direct')"
+    if spec.bidirectional:
+        return "bidirectional = true has no stateful twin (the backward pass reads the future)"
+    return None
+
+
+def build_stateful_twin(spec: ModelSpec, batch_size: int, chunk_steps: int,
+                        norm: NormStats | None = None) -> keras.Model:
+    """The truncated-BPTT training twin of `build_model(spec, norm)`: same layer names and weights.
+
+    Input `signal`: `(batch_size, chunk_steps, n_channels)`, a static batch (stateful RNNs need
+    it): row b is stream b. Every recurrent layer is `stateful=True` and returns sequences, so a
+    call starts from the state the previous call ended in (until `reset_state` or an assignment to
+    `layer.states`). The top layer's output at every step is folded into the batch, stream-major,
+    and goes through the same direct head: `forecast` `(batch_size * chunk_steps, horizon,
+    n_targets)` (+ `quantiles`), row `b * chunk_steps + t` being stream b's forecast of the
+    `horizon` samples after its step t. Copy weights layer by layer (same names) to and from the
+    stateless model.
+    """
+    why = stateful_refusal(spec)
+    if why:
+        raise ValueError(why)
+    for name, value in (("batch_size", batch_size), ("chunk_steps", chunk_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    stats = norm or NormStats.identity(spec.n_channels, spec.n_targets)
+    signal = keras.Input(batch_shape=(batch_size, chunk_steps, spec.n_channels), name="signal")
+    z = make_input_normalizer(stats)(signal)  # (B, k, C)
+    for i, units in enumerate(spec.units, start=1):
+        layer = _recurrent_layer(spec, units, name=f"{spec.arch}_{i}", return_sequences=True,
+                                 stateful=True)
+        z = layer(z)  # (B, k, h_i)
+    folded = (batch_size * chunk_steps, spec.units[-1])
+    z = layers.Lambda(lambda t: ops.reshape(t, folded), output_shape=lambda _: folded,
+                      name="fold_steps")(z)  # (B*k, h_last)
+    return keras.Model(signal, _direct_heads(spec, z, stats),
+                       name=f"pulsecast_{spec.arch}_stateful")
+
+
 def compile_losses(spec: ModelSpec) -> dict:
     """Per-output losses matching `build_model`: MSE on `forecast`, pinball on `quantiles`."""
     from models.losses import PinballLoss

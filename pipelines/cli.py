@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "models": "models",
+    "demo": "demo",
     "serve": "serve",
     "predict": "predict",
 }

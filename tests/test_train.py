@@ -137,11 +137,11 @@ def test_a_dataset_without_test_patients_is_refused(tmp_path, cohort):
         train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
 
 
-def test_truncated_bptt_is_refused_until_it_exists():
-    raw = {"name": "x", "data": {"channels": ["II"]},
+def test_truncated_bptt_refuses_an_arch_with_no_stateful_twin_before_any_work():
+    raw = {"name": "x", "data": {"channels": ["II"]}, "model": {"arch": "seq2seq"},
            "window": {"inputs": ["II"], "targets": ["II"]}, "train": {"tbptt_steps": 50}}
     recipe = parse_recipe(raw)
-    with pytest.raises(TrainingError, match="tbptt_steps = 50"):
+    with pytest.raises(TrainingError, match="tbptt_steps = 50: arch 'seq2seq'"):
         train(recipe)
 
 
