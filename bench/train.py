@@ -122,7 +122,6 @@ def _timer_callback(times: list[float]):
 
 def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
     """Epoch times of pulsecast's own path; returns (times, model) for the cuDNN evidence."""
-    import keras
 
     from models.architectures import build_model
     from models.spec import ModelSpec
@@ -285,7 +284,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="pulsecast path: TrainConfig.steps_per_execution")
-    p.add_argument("--jit-compile", action="store_true",
+    p.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                    help="pulsecast path: TrainConfig.jit_compile (XLA)")
     p.add_argument("--workers", type=int, default=0,
                    help="pulsecast path: PyDataset worker threads (0 = in the training thread)")
@@ -295,6 +294,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.epochs < 1 or args.windows < args.batch_size:
         p.error("need batch-size >= 1, epochs >= 1 and windows >= batch-size")
+    args.jit_compile = {"true": True, "false": False}.get(args.jit_compile, "auto")
     args.windows -= args.windows % args.batch_size  # whole batches only, for every path
     return args
 

@@ -88,9 +88,11 @@ class TrainConfig:
     max_windows_per_epoch: int = 0  # 0 = every training window each epoch
     huber_delta: float = 1.0
     # Compiled-step knobs (see docs/performance.md for what each measured): optimizer steps run
-    # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step.
+    # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step:
+    # "auto" lets Keras decide (jit on JAX; off on TF CPU and for cuDNN LSTMs on TF GPU); false
+    # on JAX runs the train step op by op, ~7x slower on an H100.
     steps_per_execution: int = 1
-    jit_compile: bool = False
+    jit_compile: bool | str = "auto"
 
     def __post_init__(self) -> None:
         choices = {"loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
@@ -111,8 +113,10 @@ class TrainConfig:
         spe = self.steps_per_execution
         if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
             raise ConfigError(f"[train] steps_per_execution must be an int >= 1, got {spe!r}")
-        if not isinstance(self.jit_compile, bool):
-            raise ConfigError(f"[train] jit_compile must be true or false, got {self.jit_compile!r}")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ConfigError(
+                f"[train] jit_compile must be true, false or 'auto', got {self.jit_compile!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ def wait_ready(url: str, timeout_s: float, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode} before it was ready")
+            raise RuntimeError(
+                f"the server exited with code {server.returncode} before it was ready"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

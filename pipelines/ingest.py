@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.assemble import Piece, Plan, SkipRecord, assemble_pieces, plan_channels
+from pipelines.executors import map_ordered, validate_executor
 from pipelines.quality import compute_quality, nan_fraction
 from pipelines.records import RecordHeader, RecordReadError, find_records, read_header, read_sha256
 from pipelines.splits import assign_split, validate_fractions
@@ -72,6 +73,8 @@ class IngestConfig:
     max_gap_s: float = 60.0
     workers: int = 1
     strict: bool = False
+    executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.executors`)
+    ray_address: str | None = None  # Ray cluster ("auto", "ray://host:port"); None: a local Ray
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -97,6 +100,7 @@ class IngestConfig:
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
         if int(self.workers) != self.workers or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers}")
+        validate_executor(self.executor, self.ray_address, self.workers)
         if self.patient_id is not None and not str(self.patient_id).strip():
             raise ValueError(
                 f"patient_id must be a non-empty string or None, got {self.patient_id!r}"
@@ -110,6 +114,7 @@ class IngestConfig:
             "patient_id": self.patient_id, "split_fractions": list(self.split_fractions),
             "min_duration_s": self.min_duration_s, "max_gap_s": self.max_gap_s,
             "workers": self.workers, "strict": self.strict,
+            "executor": self.executor, "ray_address": self.ray_address,
         }
 
 
@@ -262,17 +267,9 @@ class _NothingToWrite(Exception):
 
 
 def _map_records(records: list[Path], config: IngestConfig):
-    """`ingest_record` over `records`, in order: in this process, or a process pool."""
-    if config.workers == 1 or len(records) <= 1:
-        yield from (ingest_record(r, config) for r in records)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(max_workers=config.workers)
-    try:
-        yield from pool.map(ingest_record, records, [config] * len(records))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    """`ingest_record` over `records`, in order: in this process, a process pool, or Ray."""
+    return map_ordered(ingest_record, records, config, executor=config.executor,
+                       workers=config.workers, ray_address=config.ray_address)
 
 
 def _unique_id(record_id: str, source: Path, raw_dir: Path, taken: set[str]) -> str:

@@ -171,8 +171,8 @@ def compile_model(model, spec, cfg: TrainConfig, steps_per_epoch: int) -> None:
     losses: dict[str, Any] = {"forecast": point}
     if spec.probabilistic:
         losses["quantiles"] = PinballLoss(spec.quantiles)
-    # jit_compile stays off by default: XLA was slower at batch 256 on CPU, and a cuDNN-eligible
-    # LSTM on a TF GPU host turns it off anyway (docs/performance.md).
+    # jit_compile "auto" (default): Keras jits on JAX and leaves TF CPU / TF cuDNN LSTMs unjitted;
+    # a hard False made JAX run op by op (docs/performance.md).
     model.compile(optimizer=optimizer, loss=losses, jit_compile=cfg.jit_compile,
                   steps_per_execution=cfg.steps_per_execution)
 
@@ -305,20 +305,32 @@ def _resume_state(run_dir: Path) -> tuple[Any, int]:
 
 
 def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: Path | None = None,
-          run_dir: Path | None = None, resume: bool = False, publish: bool = True) -> TrainResult:
-    """Run the whole pipeline for one recipe; returns what was published (if anything)."""
+          run_dir: Path | None = None, resume: bool = False, publish: bool = True,
+          strategy: str = "default") -> TrainResult:
+    """Run the whole pipeline for one recipe; returns what was published (if anything).
+
+    `strategy` (`pipelines.distribute`): `default`, `mirrored` (this host's GPUs) or
+    `multiworker` (hosts in `TF_CONFIG`; only the chief publishes, other workers keep their run
+    folder under `<run_dir>/worker-<i>`).
+    """
     import keras
 
     from models.architectures import build_model
     from models.params import check, rows_to_dicts
     from models.spec import model_spec_from_config
+    from pipelines import distribute
 
     if recipe.train.tbptt_steps:
-        raise TrainingError(
-            f"[train] tbptt_steps = {recipe.train.tbptt_steps}: truncated BPTT training is not "
-            "available yet; set it to 0"
-        )
+        from pipelines.tbptt import check_recipe
+
+        check_recipe(recipe, resume)  # refuses archs with no stateful twin, before any work
+    if strategy != "default" and recipe.train.tbptt_steps:
+        raise TrainingError(f"[train] tbptt_steps = {recipe.train.tbptt_steps} trains a stateful "
+                            f"twin without tf.distribute: use strategy 'default', got {strategy!r}")
+    dist = distribute.make_strategy(strategy)  # first: collectives are set up before any TF op
     run_dir = Path(run_dir or Path("runs") / recipe.name)
+    if not distribute.is_chief(dist):
+        run_dir, publish = run_dir / distribute.worker_name(), False
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(recipe.train.seed)
     keras.config.set_dtype_policy(recipe.train.precision)
@@ -335,20 +347,29 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     log.info("%d training windows, %d validation windows, %d test patients",
              train_b.n_windows, val_b.n_windows if val_b else 0, len(test_patients))
 
-    if resume:
-        model, initial_epoch = _resume_state(run_dir)
-    else:
-        model, initial_epoch = build_model(mspec, fit_normalization(train_b, recipe.train.seed)), 0
-    rows = check(model)  # refuses a model whose parameter counts disagree with the formulas
-    steps = len(train_b)
-    if recipe.train.max_windows_per_epoch:
-        steps = min(steps, math.ceil(recipe.train.max_windows_per_epoch / recipe.train.batch_size))
-    if not resume:
-        compile_model(model, mspec, recipe.train, steps)
+    norm = None if resume else fit_normalization(train_b, recipe.train.seed)
+    with distribute.strategy_scope(dist):  # model and optimizer variables live on its devices
+        if resume:
+            model, initial_epoch = _resume_state(run_dir)
+        else:
+            model, initial_epoch = build_model(mspec, norm), 0
+        rows = check(model)  # refuses a model whose parameter counts disagree with the formulas
+        steps = len(train_b)
+        if recipe.train.max_windows_per_epoch:
+            steps = min(steps,
+                        math.ceil(recipe.train.max_windows_per_epoch / recipe.train.batch_size))
+        if not resume:
+            compile_model(model, mspec, recipe.train, steps)
     names = list(model.output_names) if hasattr(model, "output_names") else ["forecast"]
     train_ds = _keyed(train_b, names, steps)
     val_ds = _keyed(val_b, names) if val_b else None
-    history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch)
+    if recipe.train.tbptt_steps:  # a stateful twin over chunks; its weights come back to `model`
+        from pipelines.tbptt import fit_tbptt
+
+        history = fit_tbptt(model, mspec, dataset, spec, recipe.train, val_b, run_dir)
+    else:
+        history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch)
+    model = distribute.local_model(model, dist)  # evaluate and export a strategy-free copy
 
     ridge = fit_baselines(dataset, spec, recipe.evaluate)
     result, examples = evaluate_forecaster(

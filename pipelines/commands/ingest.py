@@ -7,6 +7,7 @@ record (or piece of one) was skipped, in which case nothing is written.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from fractions import Fraction
 
@@ -51,7 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop rows shorter than this (default 10)")
     parser.add_argument("--max-gap-s", type=float, default=60.0,
                         help="gaps up to this are NaN in a row; longer ones split (default 60)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes (default 1); with --executor ray and no --ray-address, "
+                             "the CPUs of the local Ray (at least 2)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local process pool (default) or Ray tasks (pip install "
+                             "'pulsecast[scale]')")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to run on: auto, host:port or ray://host:port "
+                             "(default: start a local Ray)")
     parser.add_argument("--strict", action="store_true",
                         help="fail, writing nothing, if any record is skipped")
 
@@ -59,11 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.ingest import IngestConfig, ingest
 
+    if args.executor == "ray":
+        from pipelines.executors import import_ray
+
+        try:
+            import_ray()
+        except ImportError as err:
+            logging.getLogger(__name__).error("%s", err)
+            return 1
+
     config = IngestConfig(
         raw_dir=args.raw, dataset_dir=args.dataset, channels=args.channels, fs=args.fs,
         numerics=args.numerics, patient_id=args.patient_id, split_fractions=args.split_fractions,
         min_duration_s=args.min_duration_s, max_gap_s=args.max_gap_s, workers=args.workers,
-        strict=args.strict,
+        strict=args.strict, executor=args.executor, ray_address=args.ray_address,
     )
     report = ingest(config)
     sys.stdout.write(report.render(color=sys.stdout.isatty()))

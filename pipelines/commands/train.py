@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="checkpoints, history and reports (default runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--no-publish", action="store_true", help="fit and evaluate only")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                        default="default",
+                        help="tf.distribute: mirrored = this host's GPUs; multiworker = the "
+                             "hosts in TF_CONFIG, each running this command (docs/scaling.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                             epochs=args.epochs, model_name=args.model_name)
     result = train(recipe, model_store=Path(args.model_store), raw=args.raw,
                    run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
-                   publish=not args.no_publish)
+                   publish=not args.no_publish, strategy=args.strategy)
     ev = result.evaluation
     print(f"model {result.model_name}: {result.epochs_run} epochs on {result.device}")
     print(f"test MAE {ev['model']['mae']:.4g} vs {ev['best_baseline']} "
