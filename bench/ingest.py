@@ -1,6 +1,7 @@
 """Benchmark: ingest vs plain WFDB reads, windowing vs a materialized array, peak memory.
 
     python bench/ingest.py [--records DIR] [--hours H] [--channels II,ABP,...] [--fs HZ]
+                           [--executor ray]
 
 From one run on the same files it prints, side by side:
 
@@ -11,6 +12,9 @@ From one run on the same files it prints, side by side:
     to gathering the very same batches from a fully materialized `(n_windows, input_steps, ch)`
     array;
 (c) peak RSS (this process plus ingest's worker processes);
+(a') with `--executor ray`: ingest as Ray tasks on a local Ray of 1 and of 2 worker CPUs, and the
+    speed-up between them (JSON `ray_1_worker_hours_per_s`, `ray_2_workers_hours_per_s`,
+    `ray_speedup`);
 
 then one JSON line with the figures. Default input: a synthetic cohort (`pipelines.synth`, written
 at `--synth-fs` so ingest really resamples) in a temporary folder. Goals (the issue): ingest at
@@ -107,7 +111,7 @@ def time_plain_reads(raw_dir: Path, channels: tuple[str, ...]) -> tuple[float, f
 
 
 def time_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs: float,
-                workers: int, repeats: int = 2) -> float:
+                workers: int, repeats: int = 2, executor: str = "local") -> float:
     """Best-of-`repeats` seconds to ingest `raw_dir` into a fresh `dataset_dir`.
 
     Best of 2, as for the plain reads: one-time costs (first imports of the parquet writer, a cold
@@ -119,7 +123,7 @@ def time_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs:
     from pipelines.ingest import IngestConfig, ingest
 
     config = IngestConfig(raw_dir=raw_dir, dataset_dir=dataset_dir, channels=channels, fs=fs,
-                          workers=workers)
+                          workers=workers, executor=executor)
     best = float("inf")
     for _ in range(repeats):
         shutil.rmtree(dataset_dir, ignore_errors=True)
@@ -129,6 +133,26 @@ def time_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs:
         if not report.written:
             raise SystemExit(f"ingest wrote nothing: {report.skipped[:3]}")
     return best
+
+
+def time_ray_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs: float,
+                    hours: float) -> dict[str, float]:
+    """Recording-hours/s of ingest as Ray tasks on a local Ray of 1, then 2, worker CPUs.
+
+    Ray is started here (not timed) so each run reuses it; best of 2 runs each, as for local.
+    """
+    import ray
+
+    rates = {}
+    for cpus in (1, 2):
+        ray.init(num_cpus=cpus, include_dashboard=False)
+        try:
+            rates[cpus] = hours / time_ingest(raw_dir, dataset_dir, channels, fs, cpus,
+                                              executor="ray")
+        finally:
+            ray.shutdown()
+    return {"ray_1_worker_hours_per_s": rates[1], "ray_2_workers_hours_per_s": rates[2],
+            "ray_speedup": rates[2] / rates[1]}
 
 
 def time_windows(dataset_dir: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -187,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", help="comma-separated (default: every synthetic waveform)")
     p.add_argument("--fs", type=float, default=125.0, help="ingest target fs (Hz)")
     p.add_argument("--workers", type=int, default=1, help="ingest worker processes")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="ray: also time ingest as Ray tasks on 1 and 2 worker CPUs (speed-up)")
     p.add_argument("--target", help="window channel (default: the first channel)")
     p.add_argument("--input-steps", type=int, default=256)
     p.add_argument("--horizon", type=int, default=32)
@@ -218,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
               f"workers, {ingest_s:.2f} s) | wfdb.rdrecord: {rdrecord_rate:,.1f} h/s "
               f"({read_s:.2f} s) | ratio {ingest_rate / rdrecord_rate:.2f} (goal >= 0.5)")
 
+        ray_rates = {}
+        if args.executor == "ray":
+            ray_rates = time_ray_ingest(raw_dir, tmp / "dataset-ray", channels, args.fs, hours)
+            print(f"(a') ingest as Ray tasks: 1 worker {ray_rates['ray_1_worker_hours_per_s']:,.1f}"
+                  f" h/s | 2 workers {ray_rates['ray_2_workers_hours_per_s']:,.1f} h/s | "
+                  f"speed-up {ray_rates['ray_speedup']:.2f}x")
+
         w = time_windows(tmp / "dataset", args)
         ratio = w["pydataset_windows_per_s"] / w["materialized_windows_per_s"]
         print(f"(b) windows ({args.input_steps} in, {args.horizon} out, stride {args.stride}, "
@@ -248,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_ingest_mb": round(rss_ingest, 1),
             "windowing_rss_growth_mb": round(w["windowing_rss_growth_mb"], 1),
             "peak_rss_with_materialized_mb": round(peak, 1),
+            **{k: round(v, 3) for k, v in ray_rates.items()},
         }))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,12 @@ def test_inspect_json_is_valid_and_complete(capsys) -> None:
 
 def test_inspect_reads_the_ecg_config(capsys) -> None:
     assert main(["inspect", "--config", str(REPO_ROOT / "configs" / "ecg.toml"), "--json"]) == 0
-    layers = {row["name"]: row for row in json.loads(capsys.readouterr().out)["layers"]}
-    assert layers["lstm_1"]["keras"] == 4 * ((1 + 64) * 64 + 64)  # 16896
-    assert layers["head"]["keras"] == 64 * 125 + 125  # all 125 steps at once
+    doc = json.loads(capsys.readouterr().out)
+    layers = {row["name"]: row for row in doc["layers"]}
+    recipe = tomllib.loads((REPO_ROOT / "configs" / "ecg.toml").read_text())
+    h = recipe["model"]["units"][0]
+    assert layers["lstm_1"]["keras"] == 4 * ((1 + h) * h + h)  # one input channel (lead II)
+    assert doc["ok"] is True and doc["total"]["expected"] == doc["total"]["keras"]
 
 
 def test_inspect_flags_override_the_config(capsys) -> None:
