@@ -52,7 +52,9 @@ def test_inspect_flags_override_the_config(capsys) -> None:
     config = str(REPO_ROOT / "configs" / "ecg.toml")
     assert main(["inspect", "--config", config, "--arch", "gru", "--units", "8", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["spec"]["arch"] == "gru" and doc["spec"]["input_steps"] == 500
+    recipe = tomllib.loads((REPO_ROOT / "configs" / "ecg.toml").read_text())
+    assert doc["spec"]["arch"] == "gru" and doc["spec"]["units"] == [8]
+    assert doc["spec"]["input_steps"] == recipe["window"]["input_steps"]  # the rest from the file
 
 
 def test_inspect_names_an_unknown_model_key(tmp_path: Path, caplog) -> None:
