@@ -9,14 +9,20 @@ same number of windows for every path, measured in training windows per second:
   [64]), compiled by `pipelines.train.compile_model` and fitted with `fit`'s arguments from
   `pipelines.train.fit_model` (no checkpoint/TensorBoard callbacks: they cost per epoch, not per
   window).
+- `pulsecast_device`: the same model, recipe and windows (the batcher's order), but through
+  `pipelines.device_windows.DeviceWindows`: the signals sit on the device once and each compiled
+  step gathers its batch from int32 window starts (no per-batch host gather or big host->device
+  copy; with `--steps-per-execution k`, k steps per dispatch).
 - `keras_numpy`: Keras `fit` on fully materialized numpy arrays, `Input -> LSTM(64) -> Dense(32)`
   with Keras' compile defaults.
 - `torch`: a plain PyTorch `nn.LSTM(1, 64) -> Linear(64, 32)` loop (cuDNN on a CUDA device);
   skipped with a note when torch is not installed (`pip install .[bench]`).
 
 Each path trains one warm-up epoch (tracing/compilation) plus `--epochs` timed epochs; the figure
-is the median timed epoch. The report prints the device, a table, optional cuDNN evidence
-(`--evidence`), and ends with one JSON line. Run it as a script, per backend:
+is the median timed epoch. `ratio_vs_best_peer` is pulsecast's faster path over the faster peer;
+the JSON names both (`ratio_pulsecast_path`, `ratio_peer_path`). The report prints the device, a
+table, optional cuDNN evidence (`--evidence`), and ends with one JSON line. Run it as a script,
+per backend:
 
     KERAS_BACKEND=jax python bench/train.py --batch-size 256 --epochs 3 --windows 16384
 """
@@ -42,6 +48,7 @@ if str(REPO) not in sys.path:  # run as `python bench/train.py` from anywhere
 INPUT_STEPS, HORIZON, UNITS, CHANNEL = 256, 32, 64, "sig"
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 N_RECORDS = 4
+PULSECAST_PATHS = ("pulsecast", "pulsecast_device")
 
 
 def write_synthetic_dataset(root: Path, n_windows: int, seed: int = 0) -> None:
@@ -70,6 +77,10 @@ def write_synthetic_dataset(root: Path, n_windows: int, seed: int = 0) -> None:
     (root / "dataset.json").write_text(
         json.dumps({"channels": [CHANNEL], "units": ["mV"], "fs": 125.0})
     )
+
+
+def _progress(path: str, wps: float) -> None:
+    print(f"  {path}: {wps:.0f} windows/s", flush=True)
 
 
 def describe_device() -> tuple[str, str]:
@@ -120,14 +131,13 @@ def _timer_callback(times: list[float]):
     return EpochTimer()
 
 
-def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
-    """Epoch times of pulsecast's own path; returns (times, model) for the cuDNN evidence."""
-
+def _pulsecast_setup(data_root: Path, args):
+    """pulsecast's batcher, model and recipe for the reference shape, as `pipelines.train`."""
     from models.architectures import build_model
     from models.spec import ModelSpec
     from pipelines.config import TrainConfig
     from pipelines.dataset import load_dataset
-    from pipelines.train import _keyed, compile_model, fit_normalization
+    from pipelines.train import fit_normalization
     from pipelines.windows import WindowBatcher, WindowSpec
 
     dataset = load_dataset(data_root)
@@ -140,6 +150,14 @@ def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
                             drop_remainder=True)
     mspec = ModelSpec(arch="lstm", units=(UNITS,), input_steps=INPUT_STEPS, horizon=HORIZON)
     model = build_model(mspec, fit_normalization(batcher, cfg.seed))
+    return batcher, model, mspec, cfg
+
+
+def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
+    """Epoch times of pulsecast's own path; returns (times, model) for the cuDNN evidence."""
+    from pipelines.train import _keyed, compile_model
+
+    batcher, model, mspec, cfg = _pulsecast_setup(data_root, args)
     steps = len(batcher)
     compile_model(model, mspec, cfg, steps)
     ds_kwargs = {}
@@ -152,6 +170,22 @@ def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
     model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
               callbacks=[_timer_callback(times)])
     return times, model
+
+
+def bench_pulsecast_device(data_root: Path, args) -> list[float]:
+    """pulsecast with `pipelines.device_windows`: signals on the device, windows cut in-step."""
+    from pipelines.device_windows import DeviceWindows
+    from pipelines.train import compile_model
+
+    batcher, model, mspec, cfg = _pulsecast_setup(data_root, args)
+    dw = DeviceWindows(batcher)
+    trainer = dw.training_model(model)
+    steps = len(dw)
+    compile_model(trainer, mspec, cfg, steps)
+    times: list[float] = []
+    trainer.fit(dw.dataset(), epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False,
+                verbose=0, callbacks=[_timer_callback(times)])
+    return times
 
 
 def plain_keras_model():
@@ -283,13 +317,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=16384, help="training windows per epoch")
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
     p.add_argument("--steps-per-execution", type=int, default=1,
-                   help="pulsecast path: TrainConfig.steps_per_execution")
+                   help="pulsecast paths: TrainConfig.steps_per_execution")
     p.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
-                   help="pulsecast path: TrainConfig.jit_compile (XLA)")
+                   help="pulsecast paths: TrainConfig.jit_compile (XLA)")
     p.add_argument("--workers", type=int, default=0,
                    help="pulsecast path: PyDataset worker threads (0 = in the training thread)")
-    p.add_argument("--paths", default="pulsecast,keras_numpy,torch",
-                   help="comma-separated subset of pulsecast,keras_numpy,torch")
+    p.add_argument("--paths", default="pulsecast,pulsecast_device,keras_numpy,torch",
+                   help="comma-separated subset of pulsecast,pulsecast_device,keras_numpy,torch")
     p.add_argument("--evidence", action="store_true", help="print cuDNN dispatch evidence")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.epochs < 1 or args.windows < args.batch_size:
@@ -324,27 +358,40 @@ def main(argv: list[str] | None = None) -> int:
             results["pulsecast"] = args.windows / statistics.median(times[1:])
             if args.evidence:
                 evidence += cudnn_evidence(model, x, y, backend)
+            _progress("pulsecast", results["pulsecast"])
+        if "pulsecast_device" in paths:
+            times = bench_pulsecast_device(root, args)
+            results["pulsecast_device"] = args.windows / statistics.median(times[1:])
+            _progress("pulsecast_device", results["pulsecast_device"])
         if "keras_numpy" in paths:
             times, model = bench_keras_numpy(x, y, args)
             results["keras_numpy"] = args.windows / statistics.median(times[1:])
+            _progress("keras_numpy", results["keras_numpy"])
         if "torch" in paths:
             try:
                 times = bench_torch(x, y, args)
                 results["torch"] = args.windows / statistics.median(times[1:])
+                _progress("torch", results["torch"])
                 if args.evidence:
                     evidence += torch_evidence(x, y, args.precision)
             except ImportError:
                 notes.append("torch is not installed: the PyTorch peer was skipped "
                              "(pip install '.[bench]')")
     keras.config.set_dtype_policy("float32")
-    peers = [v for k, v in results.items() if k != "pulsecast" and v]
-    best_peer = max(peers) if peers else None
-    pulse = results.get("pulsecast")
+    peers = {k: v for k, v in results.items() if k not in PULSECAST_PATHS and v}
+    best_peer_path = max(peers, key=peers.get) if peers else None
+    best_peer = peers.get(best_peer_path)
+    ours = {k: v for k, v in results.items() if k in PULSECAST_PATHS and v}
+    best_path = max(ours, key=ours.get) if ours else None
+    pulse = ours.get(best_path)
     ratio = pulse / best_peer if pulse and best_peer else None
-    print(f"\n{'path':<14}{'windows/s':>12}{'vs best peer':>14}")
+    print(f"\n{'path':<18}{'windows/s':>12}{'vs best peer':>14}")
     for name, wps in results.items():
         rel = f"{wps / best_peer:.2f}x" if best_peer else "-"
-        print(f"{name:<14}{wps:>12.0f}{rel:>14}")
+        print(f"{name:<18}{wps:>12.0f}{rel:>14}")
+    if ratio:
+        print(f"ratio_vs_best_peer: pulsecast's best path {best_path} / {best_peer_path} "
+              f"= {ratio:.3f}")
     for line in notes + evidence:
         print(line)
 
@@ -352,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         return round(v, 1) if v else None
 
     print(json.dumps({
-        "pulsecast_windows_per_s": rounded(pulse),
+        "pulsecast_windows_per_s": rounded(results.get("pulsecast")),
+        "pulsecast_device_windows_per_s": rounded(results.get("pulsecast_device")),
         "keras_numpy_windows_per_s": rounded(results.get("keras_numpy")),
         "torch_windows_per_s": rounded(results.get("torch")),
         "ratio_vs_best_peer": round(ratio, 3) if ratio else None,
+        "ratio_pulsecast_path": best_path, "ratio_peer_path": best_peer_path,
         "device": device, "backend": backend, "precision": args.precision,
         "batch_size": args.batch_size, "windows": args.windows, "epochs": args.epochs,
         "steps_per_execution": args.steps_per_execution, "jit_compile": args.jit_compile,
