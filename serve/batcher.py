@@ -11,6 +11,16 @@ is free (so batches form naturally while workers are busy). The inputs are conca
 dim 0, padded (copies of the first row) up to the next `allowed_batch_sizes` entry, and each
 output sliced back to its task. Classify and regress are not batched.
 
+`AdaptiveBatcher` is pulsecast's automatic mode for its own models when `--enable_batching` is
+off: one runner thread per servable that, whenever the model is free, runs everything queued
+(up to `max_batch_size` rows) as one batch: TF Serving's `batch_timeout_micros 0`, so a lone
+request runs at once. It never changes what a request gets back: no queue limit, no task-size
+limit, and a batch that fails is re-run task by task so each request sees its own error.
+
+Both expose `submit(...) -> Future | None` next to `predict` (which waits on that Future).
+Awaiting it on the REST event loop instead of in a worker thread was measured slower on
+2 cores (the loop became the bottleneck), so the REST layer calls `predict` from its pool.
+
 Texts follow `tf: core/kernels/batching_util/shared_batch_scheduler.h` and `batch_util`.
 """
 
@@ -107,7 +117,8 @@ class BatchScheduler:
                 q.batches.clear()
             self._cond.notify_all()
         for task in pending:
-            task.future.set_exception(unavailable("The batch scheduler is shutting down"))
+            if task.future.set_running_or_notify_cancel():
+                task.future.set_exception(unavailable("The batch scheduler is shutting down"))
         for worker in self._workers:
             if worker is not threading.current_thread():
                 worker.join(timeout=5)
@@ -189,12 +200,15 @@ class BatchScheduler:
 
     def _run(self, queue: _Queue, batch: _Batch) -> None:
         tasks = batch.tasks
+        for task in tasks:  # a request that timed out was cancelled: its slice is dropped
+            task.future.set_running_or_notify_cancel()
         try:
             outputs = self._predict_batch(queue.servable, batch)
             start = 0
             for task in tasks:
                 end = start + task.size
-                task.future.set_result({k: v[start:end] for k, v in outputs.items()})
+                if not task.future.cancelled():
+                    task.future.set_result({k: v[start:end] for k, v in outputs.items()})
                 start = end
         except Exception as err:  # every task of the batch gets the batch's error
             if not isinstance(err, ServingError):
@@ -240,16 +254,19 @@ class BatchingServable:
     def predict(self, signature_name: str, inputs: Mapping[str, Any],
                 output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Validate and cast like the servable, then wait for this task's slice of a batch."""
-        prepare = getattr(self.inner, "prepare_inputs", None)
-        if prepare is not None:
-            sig, arrays = prepare(signature_name, inputs, output_filter)
-            signature_name = sig.name
-        else:
-            arrays = {k: np.asarray(v) for k, v in inputs.items()}
-        if not arrays or _task_size(arrays) == 0:
-            return self.inner.predict(signature_name, arrays, output_filter)
-        future = self._scheduler.submit(self._queue, signature_name, arrays, tuple(output_filter))
+        future = self.submit(signature_name, inputs, output_filter)
+        if future is None:
+            return self.inner.predict(signature_name, inputs, output_filter)
         return future.result()
+
+    def submit(self, signature_name: str, inputs: Mapping[str, Any],
+               output_filter: Sequence[str] = ()) -> Future | None:
+        """Validate, cast and enqueue; the Future gets this task's outputs. None: the request
+        is not batched (no inputs, or an empty batch), call `predict` instead."""
+        signature_name, arrays = _prepare(self.inner, signature_name, inputs, output_filter)
+        if not arrays or _task_size(arrays) == 0:
+            return None
+        return self._scheduler.submit(self._queue, signature_name, arrays, tuple(output_filter))
 
     def close(self) -> None:
         """Detach this queue from the scheduler (called by the manager after the last request),
@@ -259,3 +276,157 @@ class BatchingServable:
         if close is not None:
             close()
 
+
+
+def _prepare(servable: Servable, signature_name: str, inputs: Mapping[str, Any],
+             output_filter: Sequence[str]) -> tuple[str, dict[str, np.ndarray]]:
+    """(signature name, cast arrays) as the servable's own predict would validate them."""
+    prepare = getattr(servable, "prepare_inputs", None)
+    if prepare is None:
+        return signature_name, {k: np.asarray(v) for k, v in inputs.items()}
+    sig, arrays = prepare(signature_name, inputs, output_filter)
+    return sig.name, arrays
+
+
+@dataclass
+class _AutoTask:
+    key: tuple
+    signature_name: str
+    output_filter: tuple[str, ...]
+    inputs: dict[str, np.ndarray]
+    size: int
+    future: Future = field(default_factory=Future)
+
+
+class AdaptiveBatcher:
+    """Automatic batching for one servable: a single runner thread runs whatever is queued
+    when the model frees up, as one batch of at most `max_batch_size` rows.
+
+    Only `signature_names` are batched (pulsecast models: `serving_default`, whose rows are
+    independent); other signatures, empty or larger requests call the servable directly. Every
+    other attribute is the wrapped servable's.
+    """
+
+    def __init__(self, servable: Servable, max_batch_size: int = 64,
+                 signature_names: tuple[str, ...] = ("serving_default",)) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.inner = servable
+        self.max_batch_size = max_batch_size
+        self.signature_names = signature_names
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batch sizes, for tests/logs
+        self._cond = threading.Condition()
+        self._tasks: deque[_AutoTask] = deque()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._work, daemon=True,
+            name=f"autobatch-{getattr(servable, 'name', '?')}-{getattr(servable, 'version', 0)}",
+        )
+        self._thread.start()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def __repr__(self) -> str:
+        return f"AdaptiveBatcher({self.inner!r})"
+
+    def predict(self, signature_name: str, inputs: Mapping[str, Any],
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """The servable's predict, run in a batch with whatever else is waiting."""
+        future = self.submit(signature_name, inputs, output_filter)
+        if future is None:
+            return self.inner.predict(signature_name, inputs, output_filter)
+        return future.result()
+
+    def submit(self, signature_name: str, inputs: Mapping[str, Any],
+               output_filter: Sequence[str] = ()) -> Future | None:
+        """Validate, cast and enqueue; the Future gets this request's outputs. None: not
+        batched (call `predict`). Validation errors raise here, as `predict` would."""
+        name, arrays = _prepare(self.inner, signature_name, inputs, output_filter)
+        if name not in self.signature_names or not arrays:
+            return None
+        sizes = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
+        size = sizes.pop() if len(sizes) == 1 else -1
+        if not 1 <= size <= self.max_batch_size:
+            return None
+        key = (name, tuple(output_filter),
+               tuple((k, arrays[k].dtype.str, arrays[k].shape[1:]) for k in sorted(arrays)))
+        task = _AutoTask(key, name, tuple(output_filter), arrays, size)
+        with self._cond:
+            if self._stopped:
+                return None
+            self._tasks.append(task)
+            self._cond.notify()
+        return task.future
+
+    def close(self) -> None:
+        """Run what is queued, stop the runner, then close the wrapped servable."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+    # -- runner ---------------------------------------------------------------------------
+
+    def _take(self) -> list[_AutoTask] | None:
+        """The next batch: the oldest task and every later one like it that fits."""
+        with self._cond:
+            while not self._tasks:
+                if self._stopped:
+                    return None
+                self._cond.wait()
+            first = self._tasks.popleft()
+            batch, size, kept = [first], first.size, deque()
+            while self._tasks and size < self.max_batch_size:
+                task = self._tasks.popleft()
+                if task.key == first.key and size + task.size <= self.max_batch_size:
+                    batch.append(task)
+                    size += task.size
+                else:
+                    kept.append(task)
+            kept.extend(self._tasks)
+            self._tasks = kept
+        return batch
+
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            # a request that timed out was cancelled: skip it
+            batch = [t for t in batch if t.future.set_running_or_notify_cancel()]
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_AutoTask]) -> None:
+        size = sum(t.size for t in batch)
+        self.batch_sizes.append(size)
+        if len(batch) > 1:
+            outputs = self._run_joined(batch, size)
+            if outputs is not None:
+                start = 0
+                for task in batch:
+                    task.future.set_result({k: v[start:start + task.size]
+                                            for k, v in outputs.items()})
+                    start += task.size
+                return
+        for task in batch:  # alone, or the joined batch failed: each gets its own answer
+            try:
+                out = self.inner.predict(task.signature_name, task.inputs, task.output_filter)
+            except Exception as err:  # the request's error, exactly as unbatched
+                task.future.set_exception(err)
+            else:
+                task.future.set_result(out)
+
+    def _run_joined(self, batch: list[_AutoTask], size: int) -> dict[str, np.ndarray] | None:
+        """Outputs of the concatenated batch, or None when it failed or did not split by row."""
+        first = batch[0]
+        inputs = {k: np.concatenate([t.inputs[k] for t in batch]) for k in first.inputs}
+        try:
+            outputs = self.inner.predict(first.signature_name, inputs, first.output_filter)
+        except Exception:
+            return None
+        if any(np.ndim(v) == 0 or v.shape[0] != size for v in outputs.values()):
+            return None
+        return outputs

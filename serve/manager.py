@@ -113,7 +113,10 @@ class ModelManager:
     """Loads, serves and unloads the versions of configured models. Thread-safe.
 
     `batching` wraps each loaded servable in the dynamic batcher (`serve.batcher`), so callers
-    just call `servable.predict`. `runtime` and `enable_warmup` go to `load_servable`.
+    just call `servable.predict`. Without it, `auto_batching` (> 0: the largest batch) wraps
+    pulsecast models (those with pulsecast.json metadata) in `serve.batcher.AdaptiveBatcher`,
+    which batches concurrent requests without changing any answer; 0 turns that off.
+    `runtime` and `enable_warmup` go to `load_servable`.
     `loader` replaces `serve.runtime.load_servable` (tests).
     """
 
@@ -126,7 +129,10 @@ class ModelManager:
         runtime: str = "auto",
         enable_warmup: bool = True,
         loader: Loader | None = None,
+        auto_batching: int = 0,
     ) -> None:
+        if auto_batching < 0:
+            raise ValueError(f"auto_batching must be >= 0, got {auto_batching}")
         self._cond = threading.Condition()
         self._models: dict[str, _Model] = {}
         self._poll_lock = threading.Lock()  # one poll at a time (thread + reload_config)
@@ -137,6 +143,7 @@ class ModelManager:
         self.runtime = runtime
         self.enable_warmup = enable_warmup
         self._loader = loader
+        self.auto_batching = auto_batching
         self._scheduler = None
         if batching is not None:
             from serve.batcher import BatchScheduler
@@ -325,6 +332,10 @@ class ModelManager:
             return
         if self._scheduler is not None:
             servable = self._scheduler.wrap(servable)
+        elif self.auto_batching and _auto_batchable(servable):
+            from serve.batcher import AdaptiveBatcher
+
+            servable = AdaptiveBatcher(servable, self.auto_batching)
         with self._cond:
             entry.servable = servable
             entry.state = VersionState.AVAILABLE
@@ -470,3 +481,10 @@ class ModelManager:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+
+
+def _auto_batchable(servable: Servable) -> bool:
+    """Pulsecast exports (pulsecast.json present) whose inputs can be validated before batching:
+    their `serving_default` maps each row independently, so batching never changes an answer."""
+    return (getattr(servable, "metadata", None) is not None
+            and callable(getattr(servable, "prepare_inputs", None)))

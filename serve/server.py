@@ -62,6 +62,12 @@ class ServerSettings:
     enable_model_warmup: bool = True
     rest_api_num_threads: int = field(default_factory=lambda: 4 * (os.cpu_count() or 1))
     rest_api_timeout_in_ms: int = 30_000
+    # pulsecast: batch concurrent requests to pulsecast models when --enable_batching is off
+    # (largest batch; 0 = off). Answers are unchanged; see serve.batcher.AdaptiveBatcher.
+    auto_batching: int = 64
+    # TF Serving's --tensorflow_{intra,inter}_op_parallelism (0 = TensorFlow picks)
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     rest_api_enable_cors_support: bool = False
     drain_timeout_s: float = 30.0
 
@@ -85,6 +91,11 @@ class ServerSettings:
             raise ValueError("--batching_parameters_file requires --enable_batching")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.auto_batching < 0:
+            raise ValueError(f"auto_batching must be >= 0, got {self.auto_batching}")
+        for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.rest_api_timeout_in_ms < 1:
             raise ValueError(
                 f"rest_api_timeout_in_ms must be >= 1, got {self.rest_api_timeout_in_ms}"
@@ -126,6 +137,21 @@ def build_batching(settings: ServerSettings) -> Any:
     return dataclasses.replace(params, **overrides) if overrides else params
 
 
+def configure_tensorflow_threads(settings: ServerSettings) -> None:
+    """TF's intra/inter-op pools, set before any model loads (no TF import when both are 0)."""
+    intra = settings.tensorflow_intra_op_parallelism
+    inter = settings.tensorflow_inter_op_parallelism
+    if not intra and not inter:
+        return
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    log.info("TensorFlow threads: intra-op %d, inter-op %d (0 = TensorFlow picks)", intra, inter)
+
+
 def read_token(path: Path | None) -> str | None:
     """The bearer token in `path` (surrounding whitespace stripped), or None without a file."""
     if path is None:
@@ -142,12 +168,14 @@ def run_server(settings: ServerSettings) -> int:
     from serve.rest import RestApp, RestSettings
 
     token = read_token(settings.api_token_file)
+    configure_tensorflow_threads(settings)
     manager = ModelManager(
         build_configs(settings),
         poll_wait_s=settings.file_system_poll_wait_seconds,
         batching=build_batching(settings),
         runtime=settings.runtime,
         enable_warmup=settings.enable_model_warmup,
+        auto_batching=settings.auto_batching,
     )
     stop = threading.Event()
     # bind first: a taken port fails in milliseconds, not after loading every model

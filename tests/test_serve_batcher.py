@@ -200,3 +200,121 @@ def test_the_wrapper_exposes_the_servables_attributes_and_many_threads_get_their
     for i, out in results:
         np.testing.assert_array_equal(out["x2"], _rows(1 + i % 3, 10 * i) * 2)
     assert max(fake.sizes) > 1  # some requests did share a batch
+
+
+# -- AdaptiveBatcher: pulsecast's automatic mode ---------------------------------------------
+
+
+class PreparingServable(DoublingServable):
+    """A DoublingServable that validates like SavedModelServable.prepare_inputs."""
+
+    class _Sig:
+        name = "serving_default"
+
+    def prepare_inputs(self, signature_name, inputs, output_filter=()):
+        if signature_name not in ("", "serving_default", "other"):
+            raise ServingError(Code.INVALID_ARGUMENT, f"no signature {signature_name}")
+        sig = self._Sig() if signature_name != "other" else type("S", (), {"name": "other"})()
+        return sig, {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
+
+
+def test_adaptive_batcher_runs_a_lone_request_at_once_alone():
+    from serve.batcher import AdaptiveBatcher
+
+    inner = PreparingServable()
+    batcher = AdaptiveBatcher(inner)
+    try:
+        out = batcher.predict("", {"x": np.ones((1, 3))})
+        assert out["x2"].tolist() == [[2.0, 2.0, 2.0]]
+        assert inner.sizes == [1]
+    finally:
+        batcher.close()
+
+
+def test_adaptive_batcher_batches_what_queued_while_the_model_was_busy():
+    from serve.batcher import AdaptiveBatcher
+
+    inner = PreparingServable(hold_first=True)
+    batcher = AdaptiveBatcher(inner, max_batch_size=8)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(batcher.predict, "", {"x": np.full((1, 2), 0.0)})
+            assert inner.entered.wait(5)
+            rest = [pool.submit(batcher.predict, "", {"x": np.full((1, 2), float(i))})
+                    for i in range(1, 6)]
+            deadline = time.monotonic() + 5
+            while len(batcher._tasks) < 5 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            inner.gate.set()
+            assert first.result(5)["x2"].tolist() == [[0.0, 0.0]]
+            for i, fut in enumerate(rest, start=1):
+                assert fut.result(5)["x2"].tolist() == [[2.0 * i, 2.0 * i]]
+        assert inner.sizes == [1, 5]
+    finally:
+        batcher.close()
+
+
+def test_adaptive_batcher_gives_each_request_its_own_error_when_a_batch_fails():
+    from serve.batcher import AdaptiveBatcher
+
+    class PickyServable(PreparingServable):
+        def predict(self, signature_name, inputs, output_filter=()):
+            x = next(iter(inputs.values()))
+            if (x < 0).any():
+                raise ServingError(Code.INVALID_ARGUMENT, f"negative input in batch of {len(x)}")
+            return super().predict(signature_name, inputs, output_filter)
+
+    inner = PickyServable(hold_first=True)
+    batcher = AdaptiveBatcher(inner)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(batcher.predict, "", {"x": np.ones((1, 1))})
+            assert inner.entered.wait(5)
+            good = pool.submit(batcher.predict, "", {"x": np.ones((1, 1))})
+            bad = pool.submit(batcher.predict, "", {"x": -np.ones((1, 1))})
+            deadline = time.monotonic() + 5
+            while len(batcher._tasks) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            inner.gate.set()
+            assert first.result(5)["x2"].tolist() == [[2.0]]
+            assert good.result(5)["x2"].tolist() == [[2.0]]
+            with pytest.raises(ServingError, match="negative input in batch of 1$"):
+                bad.result(5)
+    finally:
+        batcher.close()
+
+
+def test_adaptive_batcher_leaves_other_signatures_and_big_requests_unbatched():
+    from serve.batcher import AdaptiveBatcher
+
+    inner = PreparingServable()
+    batcher = AdaptiveBatcher(inner, max_batch_size=4)
+    try:
+        assert batcher.submit("other", {"x": np.ones((1, 1))}) is None
+        assert batcher.submit("", {"x": np.ones((5, 1))}) is None
+        assert batcher.submit("", {"x": np.ones((0, 1))}) is None
+        assert batcher.predict("", {"x": np.ones((5, 1))})["x2"].shape == (5, 1)
+        with pytest.raises(ServingError, match="no signature nope"):
+            batcher.predict("nope", {"x": np.ones((1, 1))})
+    finally:
+        batcher.close()
+
+
+def test_adaptive_batcher_skips_a_cancelled_request():
+    from serve.batcher import AdaptiveBatcher
+
+    inner = PreparingServable(hold_first=True)
+    batcher = AdaptiveBatcher(inner)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(batcher.predict, "", {"x": np.ones((1, 1))})
+            assert inner.entered.wait(5)
+            doomed = batcher.submit("", {"x": np.ones((1, 1))})
+            kept = batcher.submit("", {"x": np.full((1, 1), 3.0)})
+            assert doomed.cancel()
+            inner.gate.set()
+            first.result(5)
+            assert kept.result(5)["x2"].tolist() == [[6.0]]
+        assert inner.sizes == [1, 1]
+    finally:
+        batcher.close()

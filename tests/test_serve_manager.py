@@ -373,3 +373,25 @@ def _wait_for(condition, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_auto_batching_wraps_only_servables_with_pulsecast_metadata():
+    from serve.batcher import AdaptiveBatcher
+    from serve.manager import _auto_batchable
+
+    class Plain:
+        metadata = None
+
+        def prepare_inputs(self, *args):
+            return None
+
+    class Pulsecast(Plain):
+        metadata = {"model_name": "m"}
+
+    assert not _auto_batchable(Plain())
+    assert _auto_batchable(Pulsecast())
+    wrapped = AdaptiveBatcher(Pulsecast())
+    try:
+        assert wrapped.metadata == {"model_name": "m"}
+    finally:
+        wrapped.close()

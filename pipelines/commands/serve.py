@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
           help="seconds between scans for new versions (default 1)")
     _flag(models, "runtime", choices=("auto", "savedmodel", "xla"), default="auto",
           help="auto: XLA for pulsecast models when it matches the SavedModel")
+    _flag(models, "auto_batching", type=int, default=64,
+          help="pulsecast models without --enable_batching: batch what is queued when the "
+               "model frees up, at most this many rows (0 = off; default 64)")
+    _flag(models, "tensorflow_intra_op_parallelism", type=int, default=0,
+          help="threads for one TensorFlow op (0 = TensorFlow picks)")
+    _flag(models, "tensorflow_inter_op_parallelism", type=int, default=0,
+          help="threads running TensorFlow ops in parallel (0 = TensorFlow picks)")
     _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
           help="replay assets.extra/tf_serving_warmup_requests before serving (default true)")
 
@@ -100,6 +107,8 @@ def settings_from_args(args: argparse.Namespace):
             "api_token_file", "max_body_bytes", "drain_timeout_s", "enable_batching",
             "batching_parameters_file", "max_batch_size", "batch_timeout_micros",
             "num_batch_threads", "max_enqueued_batches", "allowed_batch_sizes",
+            "auto_batching", "tensorflow_intra_op_parallelism",
+            "tensorflow_inter_op_parallelism",
         )
     }
     if args.rest_api_num_threads is not None:
