@@ -171,6 +171,7 @@ class VersionInfo:
     mae: float | None
     skill: float | None
     parent_version: int | None
+    lineage: str | None = None  # "retrain of 1" or "rollback to 1"
 
 
 def _first(mapping: Mapping, *paths: str) -> object:
@@ -199,6 +200,11 @@ def make_version_info(version: int, metadata: Mapping | None) -> VersionInfo:
     parent = _first(meta, "parent_version")
     created = _first(meta, "exported_at", "created_at")
     sha = _first(meta, "dataset_sha256", "dataset.sha256")
+    lineage = None
+    if meta.get("rolled_back_from") is not None:
+        lineage = f"rollback to {meta['rolled_back_from']}"
+    elif isinstance(meta.get("retrain"), Mapping):
+        lineage = f"retrain of {meta['retrain'].get('champion_version')}"
     return VersionInfo(
         version=int(version),
         created=str(created) if created is not None else None,
@@ -208,6 +214,7 @@ def make_version_info(version: int, metadata: Mapping | None) -> VersionInfo:
         parent_version=int(parent)
         if isinstance(parent, int | str) and str(parent).isdigit()
         else None,
+        lineage=lineage,
     )
 
 
@@ -231,6 +238,7 @@ def read_version_infos(base: str | Path) -> list[VersionInfo]:
                 info.mae,
                 info.skill,
                 info.parent_version,
+                info.lineage,
             )
         infos.append(info)
     return infos
@@ -241,9 +249,13 @@ def format_versions_table(
     state: Mapping[int, str] | None = None,
 ) -> str:
     """A plain-text table, one row per version: version, created, dataset sha (12 chars), MAE,
-    skill, parent, and `state` (e.g. "AVAILABLE", "champion") when given. Unknown values are `-`.
+    skill, parent, `lineage` (only when some version was retrained or rolled back) and `state`
+    (e.g. "AVAILABLE", "champion") when given. Unknown values are `-`.
     """
     header = ["version", "created", "dataset_sha", "mae", "skill", "parent"]
+    with_lineage = any(info.lineage for info in infos)
+    if with_lineage:
+        header.append("lineage")
     if state is not None:
         header.append("state")
     rows = [header]
@@ -256,6 +268,8 @@ def format_versions_table(
             f"{info.skill:+.3f}" if info.skill is not None else "-",
             str(info.parent_version) if info.parent_version is not None else "-",
         ]
+        if with_lineage:
+            row.append(info.lineage or "-")
         if state is not None:
             row.append(state.get(info.version, "-"))
         rows.append(row)

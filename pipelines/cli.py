@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "serve": "serve",
     "predict": "predict",
+    "retrain": "retrain",
+    "rollback": "rollback",
 }
 
 

@@ -23,12 +23,18 @@ import numpy as np
 
 from pipelines.config import Recipe, TrainConfig
 from pipelines.dataset import Dataset, load_dataset
-from pipelines.evaluate import evaluate_forecaster, fit_baselines, write_evaluation
+from pipelines.evaluate import (
+    evaluate_forecaster,
+    fit_baselines,
+    ridge_to_metadata,
+    write_evaluation,
+)
 from pipelines.windows import WindowBatcher, WindowSpec
 
 log = logging.getLogger(__name__)
 
 NORM_SAMPLE_WINDOWS = 4096  # windows used to fit the in-graph normalization
+KERAS_RELPATH = Path("assets.extra") / "model.keras"  # in each version: the model, for retrain
 
 
 class TrainingError(ValueError):
@@ -243,9 +249,16 @@ def _forecaster(model):
 
 def publish_version(
     model, recipe: Recipe, dataset: Dataset, model_store: Path, evaluation: dict,
-    warmup: np.ndarray, param_rows: list[dict],
+    warmup: np.ndarray, param_rows: list[dict], extra: dict | None = None, ridge=None,
 ) -> tuple[int, Path]:
-    """Export, verify in a fresh process, and publish atomically as the next version."""
+    """Export, verify in a fresh process, and publish atomically as the next version.
+
+    `extra` is merged into the metadata last (a retrain's `parent_version` and comparison). The
+    Keras model is saved beside the SavedModel as `assets.extra/model.keras` (TF Serving ignores
+    it), so any version can be warm-started by `pulsecast retrain`. `ridge` (the ridge_ar baseline
+    fitted on this training data) is stored as `ridge_ar`, so `pulsecast evaluate` on other
+    records compares with a baseline that never saw them.
+    """
     from models import store
     from models.export import export_in_subprocess, export_savedmodel, verify_savedmodel
 
@@ -268,6 +281,8 @@ def publish_version(
         "parent_version": None,
         "params": param_rows,
         "config": recipe.to_dict(),
+        "ridge_ar": ridge_to_metadata(ridge),
+        **(extra or {}),
     }
     expected = _forecaster(model)(warmup)
 
@@ -278,6 +293,7 @@ def publish_version(
             export_in_subprocess(model, staging, metadata, warmup)
         diffs = verify_savedmodel(staging, warmup, expected)
         log.info("SavedModel reproduces the Keras model in a fresh process (max |diff| %s)", diffs)
+        model.save(staging / KERAS_RELPATH)  # warm-start source for `pulsecast retrain`
 
     return store.publish(base, build)
 
@@ -385,6 +401,6 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     if publish:
         warmup = examples.x[: min(4, len(examples.x))].astype(np.float32)
         version, version_dir = publish_version(model, recipe, dataset, model_store, evaluation,
-                                               warmup, rows_to_dicts(rows))
+                                               warmup, rows_to_dicts(rows), ridge=ridge)
     return TrainResult(recipe.name, version, version_dir, run_dir, evaluation,
                        initial_epoch + len(history), device)
