@@ -19,6 +19,7 @@ Every bad input raises `ServingError` INVALID_ARGUMENT (HTTP 400) whose text nam
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,7 +102,8 @@ def _samples(name: str, values: Any) -> np.ndarray:
     bad = next((v for v in values if v is not None and type(v) not in (int, float)), None)
     if bad is not None:
         raise invalid(
-            f"channel {name!r} must hold numbers or null, got {type(bad).__name__} {bad!r:.40}"
+            f"channel {name!r} must hold numbers or null, got {type(bad).__name__} "
+            f"{reprlib.repr(bad):.40}"  # reprlib: a 1000-deep list must not recurse (was a 500)
         )
     arr = np.array(values, dtype=np.float64)  # null -> NaN
     if np.isinf(arr).any():

@@ -180,6 +180,9 @@ def value_to_string(val: Any, indent: int = 0) -> str:
     """JsonValueToString(): how TF Serving quotes a JSON value in an error message."""
     pad = "    " * (indent + 1)
     end = "    " * indent
+    if indent >= 64 and isinstance(val, dict | list) and val:
+        # hostile nesting (orjson accepts 1024 levels) must not blow the stack in an error text
+        return "[...]" if isinstance(val, list) else "{...}"
     if isinstance(val, dict):
         if not val:
             return "{}"
@@ -456,6 +459,8 @@ def _fill(val: Any, dtype: str) -> tuple[list[Any], list[int]]:
     """FillTensorProto(): flat values of one JSON tensor, and its shape; TF Serving's errors."""
     shape = _dense_shape(val)
     rank = len(shape)
+    if rank > 64:  # numpy's limit; deeper nesting was a 500 (ValueError in reshape)
+        raise invalid(f"JSON tensor has {rank} dimensions; at most 64 are supported")
     out: list[Any] = []
     # explicit stack (value, level): no recursion limit on deep, hostile nesting
     stack: list[tuple[Any, int]] = [(val, 0)]

@@ -115,6 +115,8 @@ def _shape(proto: Any, name: str) -> tuple[int, ...]:
     dims = tuple(int(d.size) for d in shape.dim)
     if len(dims) > MAX_RANK:
         raise invalid(f"tensor parsing error: {name}: rank {len(dims)} exceeds {MAX_RANK}")
+    if len(dims) > 64:  # numpy's limit (TF's is 254): a rank 65..254 shape was an INTERNAL error
+        raise invalid(f"tensor parsing error: {name}: rank {len(dims)} exceeds numpy's 64")
     if any(d < 0 for d in dims):
         raise invalid(
             f"tensor parsing error: {name}: dimension sizes must be >= 0, got {list(dims)}"
