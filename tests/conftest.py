@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,17 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# CI runs the fuzzers on a fixed sequence of examples (a red CI always means a code change);
+# locally each run explores new inputs. HYPOTHESIS_PROFILE=ci reproduces CI's run.
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                      or ("ci" if os.environ.get("CI") else "default"))
+except ImportError:  # hypothesis is a dev dependency; the fuzz tests import it themselves
+    pass
 SHARED_PHYSIONET = REPO_ROOT.parent / "shared" / "physionet"
 
 
