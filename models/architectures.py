@@ -15,7 +15,13 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from models.cycle import CycleCandidates, CycleMix, WindowScale, WindowUnscale
+from models.cycle import (
+    AdaptiveCycleMix,
+    CycleCandidates,
+    CycleMix,
+    WindowScale,
+    WindowUnscale,
+)
 from models.normalization import (
     NormStats,
     make_input_normalizer,
@@ -159,19 +165,36 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     In per-window units (the last max-period samples of each channel centred and scaled), so the
     model is shift/scale equivariant. The residual Dense starts at zero: an untrained model is the
     mean of the `cycle_candidates` candidates, already a smoothed last-cycle forecast (see
-    `models.cycle`). The core sees the window average-pooled by `encoder_pool`.
+    `models.cycle`). The core sees the window average-pooled by `encoder_pool`. Its features
+    also drive the per-window mix (`cycle_mix = "adaptive"`) and the candidate shifts
+    (`max_shift_steps`), through zero-initialised Denses, so those start as the plain mean too.
     """
     h, k = spec.horizon, spec.n_targets
     positions = spec.targets_in_inputs
     steps = spec.max_period_steps
     zs, loc, scale = WindowScale(steps, positions, name="window_scale")(z)  # (B, T, C)
-    cands = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, steps,
-                            spec.cycle_candidates, positions, name="cycle_candidates")(zs)
-    base = CycleMix(name="cycle_mix")(cands)  # (B, H, K)
     enc = zs
     if spec.encoder_pool > 1:
         enc = layers.AveragePooling1D(spec.encoder_pool, name="encoder_pool")(zs)
     feats = _core(spec, enc)  # (B, h_last)
+    n = spec.cycle_candidates
+    finder = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, spec.search_steps, n,
+                             positions, max_shift=float(spec.max_shift_steps),
+                             align=spec.cycle_align, name="cycle_candidates")
+    if spec.max_shift_steps > 0:
+        # The encoder moves each candidate by a fraction of a period (beat timing, HRV).
+        shift = layers.Dense(k * n, kernel_initializer="zeros", name="cycle_shift")(feats)
+        shift = layers.Reshape((k, n), name="cycle_shift_reshape")(shift)  # (B, K, N)
+        cands = finder([zs, shift])  # (B, H, K, N)
+    else:
+        cands = finder(zs)
+    if spec.cycle_mix == "adaptive":
+        # Per-window weights of the candidates, per block of horizon steps, from the encoder.
+        logits = layers.Dense(spec.mix_blocks * k * n, kernel_initializer="zeros",
+                              name="cycle_mix_logits")(feats)  # (B, G*K*N)
+        base = AdaptiveCycleMix(spec.mix_blocks, name="cycle_mix")([cands, logits])
+    else:
+        base = CycleMix(name="cycle_mix")(cands)  # (B, H, K)
     # The residual sees the encoder state, the cycle forecast it corrects and the last
     # RECENT_STEPS samples at full rate (a linear anchor for the first steps, like ridge_ar).
     n_recent = min(RECENT_STEPS, spec.input_steps)
@@ -181,6 +204,8 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
         layers.Flatten(name="cycle_flatten")(base),
         layers.Flatten(name="recent_flatten")(recent),
     ])
+    if spec.residual_dropout > 0:
+        both = layers.Dropout(spec.residual_dropout, name="residual_dropout")(both)
     res = layers.Dense(h * k, kernel_initializer="zeros", name="residual_head")(both)
     res = layers.Reshape((h, k), name="residual_reshape")(res)  # (B, H, K)
     centre = layers.Add(name="cycle_plus_residual")([base, res])  # (B, H, K), window units

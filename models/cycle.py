@@ -11,12 +11,19 @@ that forecast inside the graph, so the SavedModel still takes raw units and retu
                             z[T - k*p + (h mod p)]                                   (B, H, K, N)
       -> CycleMix           a learned per-(step, target) weighting of the N candidates, started at
                             their mean (averaging cycles cancels beat-to-beat noise)   (B, H, K)
+         or AdaptiveCycleMix  a per-window softmax over the candidates whose logits the encoder
+                            predicts (per block of horizon steps), also started at the mean
       + residual from the recurrent encoder (zero at init)
       -> WindowUnscale      back to the standardized units of the window's target      (B, H, K)
 
-Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period search is an
-argmax (no gradient flows through it, none is needed); everything after it is differentiable.
-Only `CycleMix` has weights: horizon * n_targets * n_candidates (`models.params.cycle_mix_params`).
+Options of `CycleCandidates`: `align="peak"` lines each copied beat up on its own peak (the
+maximum near `last_peak - k*p`) instead of on `k*p`; `max_shift > 0` takes a second input of
+per-candidate scores from the encoder and moves each candidate by up to `max_shift` samples,
+read by linear interpolation (differentiable), to follow beat-timing variation.
+
+Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period and peak searches
+are argmaxes (no gradient flows through them, none is needed); everything after is differentiable.
+Only the mixes have weights: horizon * n_targets * n_candidates (`models.params.cycle_mix_params`).
 """
 
 from __future__ import annotations
@@ -127,11 +134,25 @@ class CycleCandidates(layers.Layer):
     first strong peak, not the highest: 2P and 3P score about as well as P). Without such a peak,
     the lag of highest correlation. Candidate k (1-based) at horizon step h copies sample
     `T - k*p + (h mod p)`, clipped into the window. No weights.
+
+    With `align="peak"`, candidate k copies the beat around the k-th peak before the last one
+    (the maximum near `last_peak - k*p`), at the phase the forecast has after the last peak:
+    `peak_k + ((T - last_peak + h) mod p)`: beats lined up on their own peaks, not on `k*p`.
+
+    Called on `[z, shift]` with `shift` `(B, K, N)` (raw scores, e.g. from the encoder), candidate
+    k is read `max_shift * tanh(shift[..., k])` samples later, by linear interpolation.
     """
 
     def __init__(self, horizon: int, min_lag: int, max_lag: int, steps: int,
-                 n_candidates: int = 3, target_positions=(0,), **kwargs):
+                 n_candidates: int = 3, target_positions=(0,), max_shift: float = 0.0,
+                 align: str = "period", **kwargs):
         super().__init__(**kwargs)
+        if align not in ("period", "peak"):
+            raise ValueError(f"align must be 'period' or 'peak', got {align!r}")
+        self.align = align
+        self.max_shift = float(max_shift)
+        if self.max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0 samples, got {max_shift}")
         self.horizon = int(horizon)
         self.min_lag = int(min_lag)
         self.max_lag = int(max_lag)
@@ -144,6 +165,8 @@ class CycleCandidates(layers.Layer):
             raise ValueError(f"need 2 <= min_lag <= max_lag, got {min_lag} and {max_lag}")
 
     def build(self, input_shape):
+        if isinstance(input_shape, list) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]  # [z, shift]
         self.input_steps = int(input_shape[1])
         _positions(self.target_positions, int(input_shape[2]))
         self._gather = period_search_indices(self.input_steps, self.min_lag, self.max_lag,
@@ -176,25 +199,68 @@ class CycleCandidates(layers.Layer):
         fallback = ops.take(lags, ops.argmax(mid, axis=-1))
         return ops.where(ops.any(ok, axis=-1), refined, fallback)
 
-    def call(self, z):
+    def call(self, inputs):
+        z, shift = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
         s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
         p = ops.expand_dims(self.periods(z), -1)  # (B, K, 1)
         h = ops.arange(self.horizon, dtype="int32")  # (H,)
-        phase = ops.mod(h, p)  # (B, K, H)
+        last = self.input_steps - 1
+        starts = self._peak_starts(s, p) if self.align == "peak" else None
         cands = []
         for k in range(1, self.n_candidates + 1):
-            src = ops.clip(self.input_steps - k * p + phase, 0, self.input_steps - 1)
-            cands.append(ops.take_along_axis(s, src, axis=2))  # (B, K, H)
+            if starts is None:
+                src = self.input_steps - k * p + ops.mod(h, p)  # (B, K, H) int
+            else:
+                t_last, t_k = starts[0], starts[k]  # (B, K, 1)
+                src = t_k + ops.mod(self.input_steps - t_last + h, p)
+            if shift is None:
+                cands.append(ops.take_along_axis(s, ops.clip(src, 0, last), axis=2))
+                continue
+            # A continuous shift (samples, |shift| < max_shift) of the whole candidate, read by
+            # linear interpolation: differentiable in the shift, so the encoder can learn to move
+            # the copied beat to where the next one will be (heart-rate variability).
+            d = self.max_shift * ops.tanh(shift[:, :, k - 1 : k])  # (B, K, 1)
+            pos = ops.clip(ops.cast(src, d.dtype) + d, 0.0, float(last))
+            lo = ops.floor(pos)
+            frac = pos - lo
+            i0 = ops.cast(lo, "int32")
+            i1 = ops.minimum(i0 + 1, last)
+            v0 = ops.take_along_axis(s, i0, axis=2)
+            v1 = ops.take_along_axis(s, i1, axis=2)
+            cands.append(v0 + frac * (v1 - v0))  # (B, K, H)
         out = ops.stack(cands, axis=-1)  # (B, K, H, N)
         return ops.transpose(out, (0, 2, 1, 3))  # (B, H, K, N)
 
+    def _peak_starts(self, s, p):
+        """Sample index of the last peak and of the peak about k periods before it, k = 1..N.
+
+        `s` `(B, K, T)`, `p` `(B, K, 1)` int; returns N + 1 tensors `(B, K, 1)` int32. The last
+        peak is the maximum of the last period; peak k the maximum within a quarter period of
+        `last - k*p`, so each copied beat is lined up on its own peak, whatever the beat-to-beat
+        variation of the intervals.
+        """
+        s = ops.stop_gradient(s)
+        t = ops.arange(self.input_steps, dtype="int32")  # (T,)
+        low = ops.full_like(s, -1e9)
+        last = ops.argmax(ops.where(t >= self.input_steps - p, s, low), axis=-1)
+        out = [ops.expand_dims(ops.cast(last, "int32"), -1)]
+        quarter = ops.maximum(p // 4, 1)
+        for k in range(1, self.n_candidates + 1):
+            near = ops.abs(t - (out[0] - k * p)) <= quarter  # (B, K, T)
+            out.append(ops.expand_dims(ops.cast(ops.argmax(ops.where(near, s, low), axis=-1),
+                                                "int32"), -1))
+        return out
+
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, list) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]
         return (input_shape[0], self.horizon, len(self.target_positions), self.n_candidates)
 
     def get_config(self):
         return {**super().get_config(), "horizon": self.horizon, "min_lag": self.min_lag,
                 "max_lag": self.max_lag, "steps": self.steps, "n_candidates": self.n_candidates,
-                "target_positions": self.target_positions}
+                "target_positions": self.target_positions, "max_shift": self.max_shift,
+                "align": self.align}
 
 
 @keras.saving.register_keras_serializable(package="pulsecast")
@@ -215,3 +281,41 @@ class CycleMix(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1])
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class AdaptiveCycleMix(layers.Layer):
+    """Per-window convex weights of the candidates: `[(B, H, K, N), (B, G*K*N)]` -> `(B, H, K)`.
+
+    The weights are `softmax_N(static[h, k] + logits[block(h), k])`: a learned static part (one
+    logit per horizon step, target and candidate, H * K * N weights) plus a per-window part the
+    encoder predicts for each of `blocks` (G) equal blocks of horizon steps. Static logits start at
+    0 and the encoder's Dense at zero, so the model starts as the mean of the candidates.
+    """
+
+    def __init__(self, blocks: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if int(blocks) < 1:
+            raise ValueError(f"blocks must be >= 1, got {blocks}")
+        self.blocks = int(blocks)
+
+    def build(self, input_shape):
+        _, h, k, n = input_shape[0]
+        if self.blocks > h:
+            raise ValueError(f"blocks must be <= horizon={h}, got {self.blocks}")
+        self.logits = self.add_weight(name="logits", shape=(h, k, n), initializer="zeros")
+        self._block_of = (np.arange(h) * self.blocks // h).astype("int32")  # (H,)
+
+    def call(self, inputs):
+        cands, dyn = inputs
+        _, h, k, n = cands.shape
+        dyn = ops.reshape(dyn, (-1, self.blocks, k, n))  # (B, G, K, N)
+        dyn = ops.take(dyn, ops.convert_to_tensor(self._block_of), axis=1)  # (B, H, K, N)
+        w = ops.softmax(dyn + ops.cast(self.logits, cands.dtype), axis=-1)
+        return ops.sum(cands * w, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "blocks": self.blocks}

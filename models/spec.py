@@ -14,6 +14,8 @@ from typing import Any
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
 HEADS: tuple[str, ...] = ("direct", "cycle_residual")
+CYCLE_MIXES: tuple[str, ...] = ("static", "adaptive")
+CYCLE_ALIGNS: tuple[str, ...] = ("period", "peak")
 
 
 class SpecError(ValueError):
@@ -39,6 +41,17 @@ class ModelSpec:
       mix of `cycle_candidates` cycle-aligned copies of the past, found in-graph by
       autocorrelation over periods `min_period_steps..max_period_steps`, plus a residual from the
       core, all in per-window scaled units; see `models.cycle`). Not for `seq2seq`.
+    - `cycle_mix`: how the cycle head weights its candidates: `static` (one learned weight per
+      horizon step, target and candidate) or `adaptive` (a softmax over the candidates whose
+      logits the core predicts per window, for each of `mix_blocks` blocks of horizon steps).
+    - `max_shift_steps`: > 0 lets the core shift each candidate by up to this many samples
+      (continuous, linear interpolation) to line its beats up with the coming ones; 0 = off.
+    - `residual_dropout`: dropout on the cycle head's residual features while training (keeps the
+      residual from leaning on features that do not carry over to other records); 0 = off.
+    - `period_search_steps`: how many of the last samples the period search correlates with
+      their lagged copies; longer averages over beat-to-beat variation (0 = `max_period_steps`).
+    - `cycle_align`: `period` (candidate k starts k periods back) or `peak` (candidate k is the
+      beat around the k-th last peak, read at the phase the forecast has after the last peak).
     - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
       context for the cycle search at a fraction of the recurrent cost); 1 = no pooling.
     - `target_positions`: where each target sits among the input channels (the cycle head reads
@@ -61,6 +74,12 @@ class ModelSpec:
     min_period_steps: int = 38  # 0.3 s at 125 Hz
     max_period_steps: int = 188  # 1.5 s at 125 Hz
     encoder_pool: int = 1
+    cycle_mix: str = "static"
+    mix_blocks: int = 1
+    max_shift_steps: int = 0
+    cycle_align: str = "period"
+    period_search_steps: int = 0
+    residual_dropout: float = 0.0
     target_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -93,7 +112,26 @@ class ModelSpec:
     def _check_head(self) -> None:
         if self.head not in HEADS:
             raise SpecError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps"):
+        if self.cycle_mix not in CYCLE_MIXES:
+            raise SpecError(
+                f"cycle_mix must be one of {', '.join(CYCLE_MIXES)}, got {self.cycle_mix!r}"
+            )
+        if self.cycle_align not in CYCLE_ALIGNS:
+            raise SpecError(
+                f"cycle_align must be one of {', '.join(CYCLE_ALIGNS)}, got {self.cycle_align!r}"
+            )
+        if not 0.0 <= self.residual_dropout < 1.0:
+            raise SpecError(f"residual_dropout must be in [0, 1), got {self.residual_dropout!r}")
+        search = self.period_search_steps
+        if isinstance(search, bool) or not isinstance(search, int) or search < 0:
+            raise SpecError(f"period_search_steps must be an integer >= 0, got {search!r}")
+        shift = self.max_shift_steps
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise SpecError(f"max_shift_steps must be an integer >= 0, got {shift!r}")
+        if self.mix_blocks > self.horizon:
+            raise SpecError(f"mix_blocks must be <= horizon={self.horizon}, got {self.mix_blocks}")
+        for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps",
+                     "mix_blocks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be an integer >= 1, got {value!r}")
@@ -127,6 +165,17 @@ class ModelSpec:
                 f"input_steps={self.input_steps} must be >= 2 * max_period_steps + 1 = "
                 f"{2 * self.max_period_steps + 1} for head 'cycle_residual'"
             )
+        longest = self.input_steps - self.max_period_steps - 1
+        if self.period_search_steps > longest:
+            raise SpecError(
+                f"period_search_steps must be <= input_steps - max_period_steps - 1 = {longest}, "
+                f"got {self.period_search_steps}"
+            )
+
+    @property
+    def search_steps(self) -> int:
+        """Samples the period search correlates (`period_search_steps`, or `max_period_steps`)."""
+        return self.period_search_steps or self.max_period_steps
 
     @property
     def targets_in_inputs(self) -> tuple[int, ...]:

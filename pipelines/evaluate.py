@@ -4,6 +4,10 @@
 baselines (persistence, last cycle, ridge autoregression fitted on the train split) forecast them,
 and `pipelines.metrics.compute_evaluation` scores them with a patient-level bootstrap. Used by
 `pulsecast train` (before publishing) and `pulsecast evaluate` (on a published SavedModel).
+
+The ridge baseline is fitted on the model's own training data: `pulsecast train` stores its
+coefficients in the version's metadata (`ridge_to_metadata`, key `ridge_ar`), so scoring a version
+on records it never saw compares it with a baseline that never saw them either.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.baselines import fit_ridge_ar, make_baseline_forecasts
+from pipelines.baselines import RidgeAR, fit_ridge_ar, make_baseline_forecasts
 from pipelines.config import EvalConfig
 from pipelines.dataset import Dataset
 from pipelines.metrics import Evaluation, ForecastExamples, compute_evaluation, write_report
@@ -77,6 +81,33 @@ def fit_baselines(dataset: Dataset, spec: WindowSpec, cfg: EvalConfig, split: st
         return None
     lags = min(cfg.ridge_lags, spec.input_steps)
     return fit_ridge_ar(train.x, train.y, target_positions(spec), n_lags=lags)
+
+
+def ridge_to_metadata(ridge: RidgeAR | None) -> dict | None:
+    """JSON-ready form of a fitted ridge baseline (float32 precision is plenty for a baseline)."""
+    if ridge is None:
+        return None
+    return {
+        "target_idx": list(ridge.target_idx),
+        "n_lags": ridge.n_lags,
+        "horizon": ridge.horizon,
+        "coef": np.asarray(ridge.coef, dtype=np.float32).tolist(),  # (horizon * targets, features)
+        "intercept": np.asarray(ridge.intercept, dtype=np.float32).tolist(),
+    }
+
+
+def ridge_from_metadata(data: dict) -> RidgeAR:
+    """The `RidgeAR` that `ridge_to_metadata` wrote; raises ValueError naming a bad shape."""
+    coef = np.asarray(data["coef"], dtype=np.float64)
+    intercept = np.asarray(data["intercept"], dtype=np.float64)
+    target_idx = tuple(int(i) for i in data["target_idx"])
+    n_lags, horizon = int(data["n_lags"]), int(data["horizon"])
+    rows, features = horizon * len(target_idx), n_lags * len(target_idx)
+    if coef.shape != (rows, features) or intercept.shape != (rows,):
+        raise ValueError(f"ridge_ar metadata has coef {coef.shape} and intercept "
+                         f"{intercept.shape}, expected ({rows}, {features}) and ({rows},)")
+    return RidgeAR(target_idx=target_idx, n_lags=n_lags, horizon=horizon, coef=coef,
+                   intercept=intercept)
 
 
 def predict_batched(

@@ -149,7 +149,10 @@ def test_the_shipped_configs_load_into_cycle_residual_specs(name: str) -> None:
     assert spec == ModelSpec(arch="lstm", units=(32,), input_steps=1000, horizon=125,
                              n_channels=1, n_targets=1, dropout=0.0, quantiles=(),
                              head="cycle_residual", cycle_candidates=4, min_period_steps=37,
-                             max_period_steps=188, encoder_pool=4, target_positions=(0,))
+                             max_period_steps=188, encoder_pool=4, target_positions=(0,),
+                             period_search_steps=400, cycle_mix="adaptive", mix_blocks=5,
+                             residual_dropout=0.5,
+                             cycle_align="peak" if name == "ecg" else "period")
 
 
 def test_an_unknown_head_is_named() -> None:

@@ -1,0 +1,150 @@
+"""Scoring a published version on records it never saw: the ridge_ar baseline never saw them either.
+
+Two small synthetic cohorts (different seeds, so different patients) are ingested: `trained_on`
+plays the version's training dataset, `unseen` the records it is scored on with `--split all`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import EvalConfig
+from pipelines.dataset import load_dataset
+from pipelines.evaluate import (
+    fit_baselines,
+    load_eval_windows,
+    ridge_from_metadata,
+    ridge_to_metadata,
+)
+from pipelines.evaluate_version import version_ridge
+from pipelines.windows import WindowSpec
+
+SPEC = WindowSpec(input_steps=128, horizon=16, stride=32, inputs=("II",), targets=("II",))
+CFG = EvalConfig(ridge_lags=16, max_windows=400, n_boot=20)
+
+
+def _cohort(root: Path, seed: int, patients: int) -> Path:
+    from pipelines.ingest import IngestConfig, ingest
+    from pipelines.synth import SynthConfig, write_cohort
+
+    raw = root / f"raw{seed}"
+    write_cohort(SynthConfig(out=raw, patients=patients, minutes=1, seed=seed))
+    ds = root / f"ds{seed}"
+    ingest(IngestConfig(raw_dir=raw, dataset_dir=ds, channels=("II",), fs=125.0))
+    return ds
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evaluate_version")
+    # seed 0 with 12 patients puts p000009 in the test split (as in test_train)
+    return _cohort(root, 0, 12), _cohort(root, 1, 6)
+
+
+def _predictions(ridge, ds: Path) -> np.ndarray:
+    windows = load_eval_windows(load_dataset(ds), SPEC, "all", CFG.max_windows)
+    return ridge.predict(windows.x)
+
+
+def test_stored_ridge_coefficients_round_trip_through_json(datasets):
+    trained_on, _ = datasets
+    ridge = fit_baselines(load_dataset(trained_on), SPEC, CFG)
+    back = ridge_from_metadata(json.loads(json.dumps(ridge_to_metadata(ridge))))
+    assert back.target_idx == ridge.target_idx and back.horizon == 16 and back.n_lags == 16
+    np.testing.assert_allclose(_predictions(back, trained_on), _predictions(ridge, trained_on),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_malformed_stored_coefficients_are_refused_with_their_shape():
+    bad = {"target_idx": [0], "n_lags": 4, "horizon": 2, "coef": [[0.0] * 3] * 2,
+           "intercept": [0.0, 0.0]}
+    with pytest.raises(ValueError, match=r"coef \(2, 3\) .* expected \(2, 4\)"):
+        ridge_from_metadata(bad)
+
+
+def test_a_version_with_stored_coefficients_uses_them_whatever_the_scored_dataset(datasets):
+    trained_on, unseen = datasets
+    ridge = fit_baselines(load_dataset(trained_on), SPEC, CFG)
+    meta = {"dataset": "/nowhere/gone", "ridge_ar": ridge_to_metadata(ridge)}
+    got = version_ridge(meta, SPEC, CFG, unseen)
+    np.testing.assert_allclose(got.coef, ridge.coef, rtol=1e-6, atol=1e-6)
+
+
+def test_without_stored_coefficients_ridge_is_refitted_on_the_training_dataset(datasets):
+    trained_on, unseen = datasets
+    got = version_ridge({"dataset": str(trained_on)}, SPEC, CFG, unseen)
+    expected = fit_baselines(load_dataset(trained_on), SPEC, CFG)
+    in_sample = fit_baselines(load_dataset(unseen), SPEC, CFG)
+    np.testing.assert_allclose(got.coef, expected.coef)
+    assert not np.allclose(got.coef, in_sample.coef)
+
+
+def test_scoring_on_the_training_dataset_itself_keeps_the_usual_fit(datasets):
+    trained_on, _ = datasets
+    assert version_ridge({"dataset": str(trained_on)}, SPEC, CFG, trained_on) is None
+
+
+def test_a_training_dataset_gone_from_disk_falls_back_with_a_warning(datasets, tmp_path, caplog):
+    trained_on, unseen = datasets
+    gone = tmp_path / "moved"
+    shutil.copytree(trained_on, gone)
+    shutil.rmtree(gone)
+    with caplog.at_level(logging.WARNING, logger="pipelines.evaluate_version"):
+        assert version_ridge({"dataset": str(gone)}, SPEC, CFG, unseen) is None
+    assert "not on disk" in caplog.text and str(gone) in caplog.text
+
+
+RECIPE = """
+name = "tiny"
+[data]
+dataset = "{dataset}"
+channels = ["II"]
+fs = 125
+[window]
+input_steps = 128
+horizon = 16
+stride = 32
+[model]
+arch = "lstm"
+units = [4]
+[train]
+epochs = 1
+batch_size = 64
+patience = 0
+[evaluate]
+ridge_lags = 16
+max_windows = 400
+n_boot = 20
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets, tmp_path,
+                                                                        capsys):
+    from pipelines.cli import main
+
+    trained_on, unseen = datasets
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE.format(dataset=trained_on))
+    store = tmp_path / "store"
+    assert main(["train", "--config", str(recipe), "--model-store", str(store),
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    meta = json.loads((store / "tiny" / "1" / "assets.extra" / "pulsecast.json").read_text())
+    stored = ridge_from_metadata(meta["ridge_ar"])
+    assert stored.horizon == 16 and stored.n_lags == 16
+
+    capsys.readouterr()
+    assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
+                 str(unseen), "--split", "all", "--json", "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    windows = load_eval_windows(load_dataset(unseen), SPEC, "all", CFG.max_windows)
+    mae = float(np.mean(np.abs(stored.predict(windows.x) - windows.y)))
+    assert result["baselines"]["ridge_ar"]["mae"] == pytest.approx(mae, rel=1e-3)
+    assert {"model", "baselines", "best_baseline", "skill_mae_vs_best_baseline", "skill_ci95",
+            "n_windows", "n_patients", "version", "split"} <= set(result)
