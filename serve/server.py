@@ -64,7 +64,7 @@ class ServerSettings:
     rest_api_timeout_in_ms: int = 30_000
     # pulsecast: batch concurrent requests to pulsecast models when --enable_batching is off
     # (largest batch; 0 = off). Answers are unchanged; see serve.batcher.AdaptiveBatcher.
-    auto_batching: int = 64
+    auto_batching: int = 0  # off by default, as TF Serving's batching: see the serve flag
     # TF Serving's --tensorflow_{intra,inter}_op_parallelism (0 = TensorFlow picks)
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
