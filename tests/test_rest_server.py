@@ -11,13 +11,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from live_server import LiveServer
 
 httpx = pytest.importorskip("httpx")
 
@@ -67,46 +64,6 @@ def make_lstm(path: Path) -> None:
     export_savedmodel(model, path, ECG_META, warmup)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `pulsecast serve` subprocess; stderr lines are collected by a reader thread."""
-
-    def __init__(self, store: Path, token_file: Path) -> None:
-        self.rest_port, self.grpc_port = free_port(), free_port()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "serve", "--model-store", str(store),
-             "--rest-api-port", str(self.rest_port), "--port", str(self.grpc_port),
-             "--api-token-file", str(token_file), "--max-body-bytes", str(MAX_BODY),
-             "--file_system_poll_wait_seconds", "0.2", "--drain-timeout-s", "10"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self.listening = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.listening.wait(180):
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
-        self.url = f"http://127.0.0.1:{self.rest_port}"
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if "LISTENING" in line:
-                self.info = json.loads(line.split("LISTENING", 1)[1])
-                self.listening.set()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
@@ -116,10 +73,11 @@ def store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(store, tmp_path_factory) -> Iterator[Server]:
+def server(store, tmp_path_factory) -> Iterator[LiveServer]:
     token_file = tmp_path_factory.mktemp("secrets") / "token"
     token_file.write_text(TOKEN + "\n")
-    srv = Server(store, token_file)
+    srv = LiveServer(store, "--max-body-bytes", str(MAX_BODY), "--drain-timeout-s", "10",
+                     token_file=token_file)
     yield srv
     srv.stop()
 

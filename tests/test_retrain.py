@@ -8,11 +8,7 @@ Version 1 of model `tiny` is trained once per module (1 epoch) on patients A-F =
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from live_server import LiveServer
 
 from pipelines.cli import main
 
@@ -200,41 +197,6 @@ def test_rollback_refuses_a_missing_version_and_the_latest(world):
 # --- the live server --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, store: Path) -> None:
-        self.port = free_port()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "serve", "--model-store", str(store),
-             "--rest-api-port", str(self.port), "--port", "0",
-             "--file_system_poll_wait_seconds", "0.2"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.listening = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.listening.wait(180):
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if "LISTENING" in line:
-                self.listening.set()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 def wait_for_version(client, version: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -252,7 +214,7 @@ def test_a_running_server_swaps_to_the_retrained_version_and_back_without_a_fail
     t = np.arange(128) / 125.0
     window = np.stack([np.sin(2 * np.pi * 1.2 * t), 90 + 10 * np.sin(t)], axis=1).tolist()
     body = {"instances": [window]}
-    server = Server(world.store)
+    server = LiveServer(world.store)
     failures: list = []
     done = threading.Event()
     try:
