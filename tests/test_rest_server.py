@@ -27,7 +27,6 @@ httpx = pytest.importorskip("httpx")
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
 MAX_BODY = 1024 * 1024
 ECG_META = {

@@ -22,7 +22,6 @@ from pipelines.cli import main
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 OLD, NEW = (1, 2, 3, 4, 9, 12), (5, 13)
 RECIPE = """
 name = "tiny"
