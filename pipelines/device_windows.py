@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.windows import WindowBatcher
+from pipelines.windows import WindowBatcher, epoch_dataset
 
 
 class DeviceWindows:
@@ -89,30 +89,7 @@ class DeviceWindows:
         With `steps` below the batcher's length, each epoch is the next `steps` batches of the
         shuffled order, wrapping into the next shuffle (as `pipelines.train._keyed`).
         """
-        import keras
-
-        batcher, owner = self.batcher, self
-        n_batches = len(batcher)
-        steps = n_batches if steps is None else max(1, min(steps, n_batches))
-
-        class StartBatches(keras.utils.PyDataset):
-            def __init__(self) -> None:
-                super().__init__(**kwargs)
-                self.cursor = 0
-
-            def __len__(self) -> int:
-                return steps
-
-            def __getitem__(self, i: int):
-                return (owner.batch_starts((self.cursor + i) % n_batches),)
-
-            def on_epoch_end(self) -> None:
-                self.cursor += steps
-                if self.cursor + steps > n_batches:
-                    self.cursor = 0
-                    batcher.on_epoch_end()
-
-        return StartBatches()
+        return epoch_dataset(self.batcher, lambda j: (self.batch_starts(j),), steps, **kwargs)
 
     def training_model(self, model):
         """A Keras model taking int32 starts, gathering windows in-step, calling `model`.

@@ -29,7 +29,7 @@ from pipelines.evaluate import (
     ridge_to_metadata,
     write_evaluation,
 )
-from pipelines.windows import WindowBatcher, WindowSpec
+from pipelines.windows import WindowBatcher, WindowSpec, epoch_dataset
 
 log = logging.getLogger(__name__)
 
@@ -124,36 +124,14 @@ def fit_normalization(batcher: WindowBatcher, seed: int):
 
 
 def _keyed(batcher: WindowBatcher, output_names: list[str], steps: int | None = None, **kwargs):
-    """A PyDataset giving `(x, {output: y})`, as a model with named outputs wants its targets.
+    """A PyDataset giving `(x, {output: y})`, as a model with named outputs wants its targets;
+    `steps` batches an epoch (`windows.epoch_dataset`: `max_windows_per_epoch` walks the order)."""
 
-    With `steps` below the batcher's length, each epoch is the next `steps` batches of the
-    shuffled order (wrapping into the next shuffle), so `max_windows_per_epoch` sees fresh
-    windows every epoch and Keras never runs out of data mid-epoch.
-    """
-    import keras
+    def keyed(j: int) -> tuple:
+        x, y, *rest = batcher[j]
+        return (x, {name: y for name in output_names}, *rest)
 
-    n_batches = len(batcher)
-    steps = n_batches if steps is None else max(1, min(steps, n_batches))
-
-    class Keyed(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__(**kwargs)
-            self.cursor = 0  # batches of the current shuffled order already used
-
-        def __len__(self) -> int:
-            return steps
-
-        def __getitem__(self, i: int):
-            x, y, *rest = batcher[(self.cursor + i) % n_batches]
-            return (x, {name: y for name in output_names}, *rest)
-
-        def on_epoch_end(self) -> None:
-            self.cursor += steps
-            if self.cursor + steps > n_batches:  # the order is used up: reshuffle
-                self.cursor = 0
-                batcher.on_epoch_end()
-
-    return Keyed()
+    return epoch_dataset(batcher, keyed, steps, **kwargs)
 
 
 def compile_model(model, spec, cfg: TrainConfig, steps_per_epoch: int) -> None:

@@ -28,7 +28,7 @@ the values, so `x` has `2 * len(inputs)` channels), and batches are `(x, y, samp
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -437,6 +437,41 @@ def window_dataset_class() -> type:
     WindowDataset.__module__ = __name__
     WindowDataset.__qualname__ = "WindowDataset"
     return WindowDataset
+
+
+def epoch_dataset(
+    batcher: WindowBatcher, item: Callable[[int], tuple], steps: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A `keras.utils.PyDataset` of `item(j)` for batch `j` of `batcher`, `steps` batches an epoch.
+
+    With `steps` below the batcher's length, each epoch is the next `steps` batches of the
+    shuffled order, wrapping into the next shuffle, so a capped epoch sees fresh windows every
+    time and Keras never runs out of data mid-epoch. kwargs go to `PyDataset`.
+    """
+    import keras
+
+    n_batches = len(batcher)
+    steps = n_batches if steps is None else max(1, min(steps, n_batches))
+
+    class EpochBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(**kwargs)
+            self.cursor = 0  # batches of the current shuffled order already used
+
+        def __len__(self) -> int:
+            return steps
+
+        def __getitem__(self, i: int) -> tuple:
+            return item((self.cursor + i) % n_batches)
+
+        def on_epoch_end(self) -> None:
+            self.cursor += steps
+            if self.cursor + steps > n_batches:  # the order is used up: reshuffle
+                self.cursor = 0
+                batcher.on_epoch_end()
+
+    return EpochBatches()
 
 
 def __getattr__(name: str) -> Any:
