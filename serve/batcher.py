@@ -17,19 +17,21 @@ off: one runner thread per servable that, whenever the model is free, runs every
 request runs at once. It never changes what a request gets back: no queue limit, no task-size
 limit, and a batch that fails is re-run task by task so each request sees its own error.
 
-Both expose `submit(...) -> Future | None` next to `predict` (which waits on that Future).
-Awaiting it on the REST event loop instead of in a worker thread was measured slower on
-2 cores (the loop became the bottleneck), so the REST layer calls `predict` from its pool.
+Both expose `submit(...) -> Future | None` next to `predict` (which waits on that Future), and
+`submit_async(...) -> asyncio.Future | None` for callers on an event loop (the REST layer): a
+batch's answers reach each loop in one `call_soon_threadsafe`, not one thread wake-up per
+request, so a request costs no worker-thread hand-off at all.
 
 Texts follow `tf: core/kernels/batching_util/shared_batch_scheduler.h` and `batch_util`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,12 +44,55 @@ from serve.types import BatchingParams, Servable
 
 log = logging.getLogger(__name__)
 
+# A task's answer goes to a thread's Future or to an event loop's asyncio.Future.
+AnyFuture = Future | asyncio.Future
+
+
+def _claim(future: AnyFuture) -> bool:
+    """Whether a task is still wanted (False: its caller gave up and cancelled it)."""
+    if isinstance(future, Future):
+        return future.set_running_or_notify_cancel()
+    return not future.done()
+
+
+def _settle(answers: Sequence[tuple[AnyFuture, Any, BaseException | None]]) -> None:
+    """Give each (future, result, error) its answer: thread futures directly, loop futures in one
+    callback per event loop (a batch wakes each loop once, not once per request)."""
+    by_loop: dict[Any, list] = defaultdict(list)
+    for future, result, error in answers:
+        if isinstance(future, Future):
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        else:
+            by_loop[future.get_loop()].append((future, result, error))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle_on_loop(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():  # cancelled (timed out) while it ran
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _loop_future() -> asyncio.Future:
+    return asyncio.get_running_loop().create_future()
+
 
 @dataclass
 class _Task:
     inputs: dict[str, np.ndarray]
     size: int
-    future: Future = field(default_factory=Future)
+    future: AnyFuture = field(default_factory=Future)
 
 
 @dataclass
@@ -116,9 +161,8 @@ class BatchScheduler:
             for q in self._queues:
                 q.batches.clear()
             self._cond.notify_all()
-        for task in pending:
-            if task.future.set_running_or_notify_cancel():
-                task.future.set_exception(unavailable("The batch scheduler is shutting down"))
+        error = unavailable("The batch scheduler is shutting down")
+        _settle([(t.future, None, error) for t in pending if _claim(t.future)])
         for worker in self._workers:
             if worker is not threading.current_thread():
                 worker.join(timeout=5)
@@ -131,7 +175,8 @@ class BatchScheduler:
     # -- submit ---------------------------------------------------------------------------
 
     def submit(self, queue: _Queue, signature_name: str, inputs: dict[str, np.ndarray],
-               output_filter: tuple[str, ...]) -> Future:
+               output_filter: tuple[str, ...], future: AnyFuture | None = None) -> AnyFuture:
+        """Enqueue one task; `future` (a new thread Future by default) gets its answer."""
         p = self.params
         size = _task_size(inputs)
         if size > p.max_batch_size:
@@ -140,7 +185,7 @@ class BatchScheduler:
         key = (signature_name, output_filter, tuple(
             (k, inputs[k].dtype.str, inputs[k].shape[1:]) for k in sorted(inputs)
         ))
-        task = _Task(inputs, size)
+        task = _Task(inputs, size) if future is None else _Task(inputs, size, future)
         with self._cond:
             if self._stopped:
                 raise unavailable("The batch scheduler is shutting down")
@@ -200,23 +245,25 @@ class BatchScheduler:
 
     def _run(self, queue: _Queue, batch: _Batch) -> None:
         tasks = batch.tasks
-        for task in tasks:  # a request that timed out was cancelled: its slice is dropped
-            task.future.set_running_or_notify_cancel()
+        # a request that timed out was cancelled: it still runs (the batch is formed), but its
+        # slice is dropped
+        wanted = [_claim(task.future) for task in tasks]
         try:
             outputs = self._predict_batch(queue.servable, batch)
-            start = 0
-            for task in tasks:
-                end = start + task.size
-                if not task.future.cancelled():
-                    task.future.set_result({k: v[start:end] for k, v in outputs.items()})
-                start = end
         except Exception as err:  # every task of the batch gets the batch's error
             if not isinstance(err, ServingError):
                 log.exception("batch of %d tasks failed", len(tasks))
                 err = invalid(f"{type(err).__name__}: {err}")
-            for task in tasks:
-                if not task.future.done():
-                    task.future.set_exception(err)
+            _settle([(t.future, None, err) for t, w in zip(tasks, wanted, strict=True) if w])
+            return
+        answers, start = [], 0
+        for task, want in zip(tasks, wanted, strict=True):
+            end = start + task.size
+            if want:
+                answers.append((task.future, {k: v[start:end] for k, v in outputs.items()},
+                                None))
+            start = end
+        _settle(answers)
 
     def _predict_batch(self, servable: Servable, batch: _Batch) -> dict[str, np.ndarray]:
         padded_size = _pad_size(batch.size, self.params)
@@ -260,13 +307,20 @@ class BatchingServable:
         return future.result()
 
     def submit(self, signature_name: str, inputs: Mapping[str, Any],
-               output_filter: Sequence[str] = ()) -> Future | None:
+               output_filter: Sequence[str] = (), *,
+               _future: AnyFuture | None = None) -> AnyFuture | None:
         """Validate, cast and enqueue; the Future gets this task's outputs. None: the request
         is not batched (no inputs, or an empty batch), call `predict` instead."""
         signature_name, arrays = _prepare(self.inner, signature_name, inputs, output_filter)
         if not arrays or _task_size(arrays) == 0:
             return None
-        return self._scheduler.submit(self._queue, signature_name, arrays, tuple(output_filter))
+        return self._scheduler.submit(self._queue, signature_name, arrays, tuple(output_filter),
+                                      _future)
+
+    def submit_async(self, signature_name: str, inputs: Mapping[str, Any],
+                     output_filter: Sequence[str] = ()) -> asyncio.Future | None:
+        """`submit` from a coroutine: the returned asyncio.Future is settled on this loop."""
+        return self.submit(signature_name, inputs, output_filter, _future=_loop_future())
 
     def close(self) -> None:
         """Detach this queue from the scheduler (called by the manager after the last request),
@@ -295,7 +349,7 @@ class _AutoTask:
     output_filter: tuple[str, ...]
     inputs: dict[str, np.ndarray]
     size: int
-    future: Future = field(default_factory=Future)
+    future: AnyFuture = field(default_factory=Future)
 
 
 class AdaptiveBatcher:
@@ -339,7 +393,8 @@ class AdaptiveBatcher:
         return future.result()
 
     def submit(self, signature_name: str, inputs: Mapping[str, Any],
-               output_filter: Sequence[str] = ()) -> Future | None:
+               output_filter: Sequence[str] = (), *,
+               _future: AnyFuture | None = None) -> AnyFuture | None:
         """Validate, cast and enqueue; the Future gets this request's outputs. None: not
         batched (call `predict`). Validation errors raise here, as `predict` would."""
         name, arrays = _prepare(self.inner, signature_name, inputs, output_filter)
@@ -351,13 +406,19 @@ class AdaptiveBatcher:
             return None
         key = (name, tuple(output_filter),
                tuple((k, arrays[k].dtype.str, arrays[k].shape[1:]) for k in sorted(arrays)))
-        task = _AutoTask(key, name, tuple(output_filter), arrays, size)
+        task = _AutoTask(key, name, tuple(output_filter), arrays, size,
+                         Future() if _future is None else _future)
         with self._cond:
             if self._stopped:
                 return None
             self._tasks.append(task)
             self._cond.notify()
         return task.future
+
+    def submit_async(self, signature_name: str, inputs: Mapping[str, Any],
+                     output_filter: Sequence[str] = ()) -> asyncio.Future | None:
+        """`submit` from a coroutine: the returned asyncio.Future is settled on this loop."""
+        return self.submit(signature_name, inputs, output_filter, _future=_loop_future())
 
     def close(self) -> None:
         """Run what is queued, stop the runner, then close the wrapped servable."""
@@ -395,7 +456,7 @@ class AdaptiveBatcher:
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             # a request that timed out was cancelled: skip it
-            batch = [t for t in batch if t.future.set_running_or_notify_cancel()]
+            batch = [t for t in batch if _claim(t.future)]
             if batch:
                 self._run(batch)
 
@@ -405,19 +466,22 @@ class AdaptiveBatcher:
         if len(batch) > 1:
             outputs = self._run_joined(batch, size)
             if outputs is not None:
-                start = 0
+                answers, start = [], 0
                 for task in batch:
-                    task.future.set_result({k: v[start:start + task.size]
-                                            for k, v in outputs.items()})
+                    answers.append((task.future, {k: v[start:start + task.size]
+                                                  for k, v in outputs.items()}, None))
                     start += task.size
+                _settle(answers)
                 return
+        answers = []
         for task in batch:  # alone, or the joined batch failed: each gets its own answer
             try:
                 out = self.inner.predict(task.signature_name, task.inputs, task.output_filter)
             except Exception as err:  # the request's error, exactly as unbatched
-                task.future.set_exception(err)
+                answers.append((task.future, None, err))
             else:
-                task.future.set_result(out)
+                answers.append((task.future, out, None))
+        _settle(answers)
 
     def _run_joined(self, batch: list[_AutoTask], size: int) -> dict[str, np.ndarray] | None:
         """Outputs of the concatenated batch, or None when it failed or did not split by row."""

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * MIB
+# :predict bodies up to this size are decoded on the event loop (tens of microseconds), and
+# for a batching servable queued from there: no worker-thread hand-off per request.
+INLINE_BODY_BYTES = 64 * 1024
 METRICS_PATH = "/monitoring/prometheus/metrics"
 _INT64_MAX = 2**63 - 1
 
@@ -268,12 +271,13 @@ class RestApp:
             name, version_num, label = _model_ref(name, version, label, malformed)
             scope["pulsecast.model"], scope["pulsecast.route"] = name, verb
             body = await self.read_body(scope, receive)
+            if verb == "predict":
+                return await self._predict_async(name, version_num, label, body)
             handler = {
-                "predict": self._predict, "classify": self._classify,
-                "regress": self._regress, "forecast": self._forecast,
+                "classify": self._classify, "regress": self._regress,
+                "forecast": self._forecast,
             }[verb]
-            outcome = await self.run_sync(handler, name, version_num, label, body)
-            return outcome
+            return await self.run_sync(handler, name, version_num, label, body)
         if method == "GET" and (match := _V1_GET.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if not name:
@@ -291,7 +295,11 @@ class RestApp:
     async def run_sync(self, fn: Callable[..., _Outcome], *args: Any) -> _Outcome:
         """Run `fn(*args)` on the worker pool, bounded by the REST timeout (504 past it)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, fn, *args)
+        return await self._bounded(loop.run_in_executor(self._pool, fn, *args))
+
+    async def _bounded(self, future: Awaitable[Any]) -> Any:
+        """`future`'s result within the REST timeout (DEADLINE_EXCEEDED past it; a batched
+        task is cancelled and dropped from its batch)."""
         try:
             return await asyncio.wait_for(future, self.settings.timeout_s)
         except TimeoutError:
@@ -325,15 +333,39 @@ class RestApp:
 
     # -- TF Serving handlers (run on the worker pool) ----------------------------------------
 
+    async def _predict_async(self, name: str, version: int | None, label: str | None,
+                             body: bytes) -> _Outcome:
+        """:predict. A small body is decoded here on the loop; for a batching servable the
+        request is queued from here and its batch awaited, so no worker thread is involved.
+        Otherwise the servable runs on the worker pool."""
+        if len(body) > INLINE_BODY_BYTES:
+            return await self.run_sync(self._predict, name, version, label, body)
+        doc = jt.parse_json(body)
+        jt.signature_name_of(doc)
+        fast = _fast_decode(body)
+        with self.manager.acquire(name, version, label) as servable:
+            submit = getattr(servable, "submit_async", None)
+            if submit is not None:
+                request = jt.decode_predict_request(
+                    doc, lambda sig: _signature(servable, sig).inputs, fast=fast)
+                future = submit(request.signature_name, request.inputs)
+                if future is not None:
+                    outputs = await self._bounded(future)
+                    return _Outcome(200, jt.encode_predict_response(outputs, request.row),
+                                    name, "predict")
+        return await self.run_sync(self._predict_doc, name, version, label, doc, fast)
+
     def _predict(self, name: str, version: int | None, label: str | None,
                  body: bytes) -> _Outcome:
         doc = jt.parse_json(body)
         jt.signature_name_of(doc)
+        return self._predict_doc(name, version, label, doc, _fast_decode(body))
+
+    def _predict_doc(self, name: str, version: int | None, label: str | None, doc: Any,
+                     fast: bool) -> _Outcome:
         with self.manager.acquire(name, version, label) as servable:
             request = jt.decode_predict_request(
-                doc, lambda sig: _signature(servable, sig).inputs,
-                fast=b"true" not in body and b"false" not in body,
-            )
+                doc, lambda sig: _signature(servable, sig).inputs, fast=fast)
             outputs = servable.predict(request.signature_name, request.inputs)
         return _Outcome(200, jt.encode_predict_response(outputs, request.row), name, "predict")
 
@@ -423,6 +455,11 @@ class RestApp:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+def _fast_decode(body: bytes) -> bool:
+    """Whether the body has no JSON booleans (numbers only: the fast numeric decode applies)."""
+    return b"true" not in body and b"false" not in body
+
 
 _CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),

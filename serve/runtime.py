@@ -121,15 +121,21 @@ class _XlaPredict:
 
         self.buckets = tuple(buckets)
         self.sig = sig
-        spec = {
-            k: tf.TensorSpec([None, *info.shape[1:]], tf.as_dtype(NUMPY_DTYPES[info.dtype]))
-            for k, info in sig.inputs.items()
-        }
+        self._keys = tuple(sorted(sig.inputs))
+        specs = [
+            tf.TensorSpec([None, *sig.inputs[k].shape[1:]],
+                          tf.as_dtype(NUMPY_DTYPES[sig.inputs[k].dtype]), name=f"in{i}")
+            for i, k in enumerate(self._keys)
+        ]
 
-        def call(inputs):
-            return fn(**inputs)
+        def call(*tensors):
+            return fn(**dict(zip(self._keys, tensors, strict=True)))
 
-        self._fn = tf.function(call, jit_compile=True, input_signature=[spec])
+        # The concrete function of positional tensors: calling it skips tf.function's
+        # argument binding and dict canonicalization, ~0.2 ms of Python per call (a third of
+        # a batch-1 forecast of the reference model on 2 cores).
+        self._fn = tf.function(call, jit_compile=True,
+                               input_signature=specs).get_concrete_function()
 
     @staticmethod
     def supports(sig: SignatureInfo) -> bool:
@@ -149,14 +155,15 @@ class _XlaPredict:
         n = len(next(iter(inputs.values())))
         size = _bucket(n, self.buckets)
         assert size is not None  # callers check covers()
-        padded = {}
-        for k, arr in inputs.items():
+        padded = []
+        for k in self._keys:
+            arr = inputs[k]
             if len(arr) != n:
                 raise invalid("Batching input tensors must have equal 0th-dimension size")
             if size > n:
                 arr = np.concatenate([arr, np.zeros((size - n, *arr.shape[1:]), arr.dtype)])
-            padded[k] = tf.constant(arr)
-        out = self._fn(padded)
+            padded.append(tf.constant(arr))
+        out = self._fn(*padded)
         return {k: v.numpy()[:n] for k, v in out.items()}
 
     def compile(self, n: int) -> None:

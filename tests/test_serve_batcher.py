@@ -318,3 +318,91 @@ def test_adaptive_batcher_skips_a_cancelled_request():
         assert inner.sizes == [1, 1]
     finally:
         batcher.close()
+
+
+# -- submit_async: callers on an event loop (the REST layer) ---------------------------------
+
+
+def _gather_async(batched, fake, values: list[float], hold: bool):
+    """Submit one row per value from a coroutine while the model is held on a first request,
+    release it, and return (answers, the batcher's call_soon_threadsafe calls on the loop)."""
+    import asyncio
+
+    from serve.batcher import _settle_on_loop
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        calls = []
+        original = loop.call_soon_threadsafe
+
+        def counting(callback, *args, **kwargs):
+            if callback is _settle_on_loop:
+                calls.append(args)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting
+        first = None
+        if hold:
+            first = loop.run_in_executor(None, batched.predict, "", {"x": _rows(1, 100)})
+            assert await loop.run_in_executor(None, fake.entered.wait, 5)
+        futures = [batched.submit_async("", {"x": np.full((1, 1), v, np.float32)})
+                   for v in values]
+        fake.gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        if first is not None:
+            await first
+        return answers, calls
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "scheduler"])
+def test_submit_async_answers_a_batch_on_the_loop_with_one_wake_up(kind, make) -> None:
+    from serve.batcher import AdaptiveBatcher
+
+    fake = PreparingServable(hold_first=True)
+    batched = AdaptiveBatcher(fake, max_batch_size=8) if kind == "adaptive" else make(
+        fake, max_batch_size=8, batch_timeout_micros=0)
+    try:
+        answers, calls = _gather_async(batched, fake, [1.0, 2.0, 3.0, 4.0], hold=True)
+    finally:
+        if kind == "adaptive":
+            batched.close()
+    assert [a["x2"].tolist() for a in answers] == [[[2.0]], [[4.0]], [[6.0]], [[8.0]]]
+    assert fake.sizes == [1, 4]  # the four queued while the model was busy ran as one batch
+    assert len(calls) == 1  # ... and woke the loop once, not once per request
+
+
+def test_submit_async_gives_a_failing_batch_its_error_on_the_loop(make) -> None:
+    fake = PreparingServable(hold_first=True)
+    batched = make(fake, max_batch_size=8, batch_timeout_micros=0)
+    fake.fail_with = ServingError(Code.INVALID_ARGUMENT, "bad batch")
+    with pytest.raises(ServingError, match="bad batch"):
+        _gather_async(batched, fake, [1.0, 2.0], hold=True)
+
+
+def test_a_timed_out_async_request_is_dropped_from_the_batch() -> None:
+    import asyncio
+
+    from serve.batcher import AdaptiveBatcher
+
+    fake = PreparingServable(hold_first=True)
+    batcher = AdaptiveBatcher(fake)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        first = loop.run_in_executor(None, batcher.predict, "", {"x": _rows(1, 100)})
+        assert await loop.run_in_executor(None, fake.entered.wait, 5)
+        doomed = batcher.submit_async("", {"x": np.ones((1, 1), np.float32)})
+        kept = batcher.submit_async("", {"x": np.full((1, 1), 3.0, np.float32)})
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(doomed, 0.01)  # cancels it, as the REST timeout does
+        fake.gate.set()
+        await first
+        return await asyncio.wait_for(kept, 5)
+
+    try:
+        assert asyncio.run(main())["x2"].tolist() == [[6.0]]
+    finally:
+        batcher.close()
+    assert fake.sizes == [1, 1]  # the cancelled row never reached the model

@@ -395,3 +395,21 @@ def test_auto_batching_wraps_only_servables_with_pulsecast_metadata():
         assert wrapped.metadata == {"model_name": "m"}
     finally:
         wrapped.close()
+
+
+def test_loading_a_version_freezes_the_heap_for_the_collector(tmp_path: Path) -> None:
+    import gc
+
+    gc.unfreeze()
+    manager, _ = _manager(_versions(tmp_path / "m", 1))
+    try:
+        manager.poll_once()
+        assert _states(manager) == {1: "AVAILABLE"}
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # what was loaded is out of the collector's full passes
+        gc.unfreeze()
+        manager.poll_once()  # nothing changed on disk: no collection, nothing frozen again
+        assert gc.get_freeze_count() == 0
+    finally:
+        manager.stop()
+        gc.unfreeze()
