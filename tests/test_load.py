@@ -89,28 +89,31 @@ def test_overload_past_the_batch_queue_gets_fast_503s_not_timeouts(tmp_path):
         assert srv.alive()
 
 
-def test_auto_batched_answers_equal_the_unbatched_servers_row_for_row(server, store):
-    """32 clients at once against `--auto_batching 8` (requests queued on the event loop and
-    run in batches): every client gets exactly its own window's forecast."""
+def test_auto_batched_answers_equal_the_savedmodels_row_for_row(server, store):
+    """32 clients at once against the default `--auto_batching 32` (requests queued on the
+    event loop and run in batches): every client gets exactly its own window's forecast, as the
+    SavedModel computes it alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    windows = [[[float(np.sin(i / 3.0 + k))] for i in range(16)] for k in range(32)]
+    import tensorflow as tf
 
-    def ask(port: int, window: list) -> list:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+    windows = np.stack([np.sin(np.arange(16) / 3.0 + k) for k in range(32)])[..., None]
+    serving = tf.saved_model.load(str(store / "ecg" / "1")).signatures["serving_default"]
+    expected = np.stack([serving(signal=tf.constant(w[None], tf.float32))["forecast"][0]
+                         for w in windows])
+
+    def ask(window: np.ndarray) -> list:
+        conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=TIMEOUT_S)
         try:
             conn.request("POST", "/v1/models/ecg:predict",
-                         json.dumps({"instances": [window]}).encode())
+                         json.dumps({"instances": [window.tolist()]}).encode())
             resp = conn.getresponse()
             assert resp.status == 200, resp.read()
-            return json.loads(resp.read())["predictions"]
+            return json.loads(resp.read())["predictions"][0]
         finally:
             conn.close()
 
-    expected = [ask(server.rest_port, w) for w in windows]
-    with LiveServer(store, "--auto_batching", "8") as batched:
-        with ThreadPoolExecutor(32) as pool:
-            for _ in range(3):
-                got = list(pool.map(lambda w: ask(batched.rest_port, w), windows))
-                np.testing.assert_allclose(np.array(got), np.array(expected), rtol=1e-5,
-                                           atol=1e-6)
+    with ThreadPoolExecutor(32) as pool:
+        for _ in range(3):
+            got = np.array(list(pool.map(ask, windows)))
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
