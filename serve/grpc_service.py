@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -123,34 +124,53 @@ def configs_from_proto(server_config: Any) -> list[ModelConfig]:
 # the servicers
 
 
+# (model name, RPC, status code name, latency in seconds), e.g. ServingMetrics.observe_grpc
+Observer = Callable[[str, str, str, float], None]
+
+
 @contextmanager
-def _errors_to_status(context: grpc.ServicerContext, method: str) -> Iterator[None]:
+def _errors_to_status(context: grpc.ServicerContext, method: str,
+                      observe: Observer | None = None, model: str = "") -> Iterator[None]:
     """Turn failures into gRPC statuses: ServingError keeps its code and text, anything else is
-    INTERNAL (and logged, without request contents)."""
+    INTERNAL (and logged, without request contents). With `observe`, every call is recorded with
+    its status and latency before it answers."""
+    t0 = time.perf_counter()
     try:
         yield
     except ServingError as err:
         log.debug("%s failed: %s %s", method, err.code.name, err.message[:300])
+        if observe is not None:
+            observe(model, method, err.code.name, time.perf_counter() - t0)
         context.abort(grpc.StatusCode[err.code.name], err.message)
     except Exception as err:  # a bug or TF failure must answer, never kill the worker
         log.exception("%s failed unexpectedly", method)
+        if observe is not None:
+            observe(model, method, "INTERNAL", time.perf_counter() - t0)
         context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+    else:
+        if observe is not None:
+            observe(model, method, "OK", time.perf_counter() - t0)
 
 
 class PredictionServicer:
     """tensorflow.serving.PredictionService over a `serve.manager.ModelManager`."""
 
     def __init__(self, manager: Any, tensor_content_outputs: bool = False,
-                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES) -> None:
+                 max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+                 metrics: Any = None) -> None:
         self.manager = manager
         self.tensor_content_outputs = tensor_content_outputs
         self.max_tensor_bytes = max_tensor_bytes
+        self.metrics = metrics
+
+    def _calls(self, context: grpc.ServicerContext, method: str, model: str):
+        return _observed(self.manager, self.metrics, context, method, model)
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import predict_pb2
 
         response = predict_pb2.PredictResponse()
-        with _errors_to_status(context, "Predict"):
+        with self._calls(context, "Predict", request.model_spec.name):
             spec = request.model_spec
             version, label = _version_of(spec)
             with self.manager.acquire(spec.name, version, label) as servable:
@@ -175,7 +195,7 @@ class PredictionServicer:
         from tensorflow_serving.apis import classification_pb2
 
         response = classification_pb2.ClassificationResponse()
-        with _errors_to_status(context, "Classify"):
+        with self._calls(context, "Classify", request.model_spec.name):
             spec = request.model_spec
             version, label = _version_of(spec)
             with self.manager.acquire(spec.name, version, label) as servable:
@@ -193,7 +213,7 @@ class PredictionServicer:
         from tensorflow_serving.apis import regression_pb2
 
         response = regression_pb2.RegressionResponse()
-        with _errors_to_status(context, "Regress"):
+        with self._calls(context, "Regress", request.model_spec.name):
             spec = request.model_spec
             version, label = _version_of(spec)
             with self.manager.acquire(spec.name, version, label) as servable:
@@ -212,7 +232,7 @@ class PredictionServicer:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        with _errors_to_status(context, "GetModelMetadata"):
+        with self._calls(context, "GetModelMetadata", request.model_spec.name):
             # get_model_metadata_impl.cc checks the fields before looking the model up
             if not request.metadata_field:
                 raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
@@ -233,14 +253,16 @@ class PredictionServicer:
 class ModelServicer:
     """tensorflow.serving.ModelService: version status and config reloads."""
 
-    def __init__(self, manager: Any) -> None:
+    def __init__(self, manager: Any, metrics: Any = None) -> None:
         self.manager = manager
+        self.metrics = metrics
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import get_model_status_pb2
 
         response = get_model_status_pb2.GetModelStatusResponse()
-        with _errors_to_status(context, "GetModelStatus"):
+        with _observed(self.manager, self.metrics, context, "GetModelStatus",
+                       request.model_spec.name):
             spec = request.model_spec
             version, label = _version_of(spec)
             for status in self.manager.status(spec.name, version, label):
@@ -279,8 +301,21 @@ class ModelServicer:
 # the server
 
 
+def _observed(manager: Any, metrics: Any, context: grpc.ServicerContext, method: str,
+              model: str):
+    """`_errors_to_status` recording into `metrics` (a `serve.metrics.ServingMetrics`) when
+    given; a name the manager does not serve is recorded as "" so that unknown names from
+    clients cannot grow the label sets."""
+    if metrics is None:
+        return _errors_to_status(context, method)
+    if model not in manager.model_names():
+        model = ""
+    return _errors_to_status(context, method, metrics.observe_grpc, model)
+
+
 def _build(manager: Any, host: str, port: int, max_workers: int | None,
-           max_message_bytes: int, tensor_content_outputs: bool) -> tuple[grpc.Server, int]:
+           max_message_bytes: int, tensor_content_outputs: bool,
+           metrics: Any = None) -> tuple[grpc.Server, int]:
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     server = grpc.server(
@@ -293,10 +328,12 @@ def _build(manager: Any, host: str, port: int, max_workers: int | None,
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, tensor_content_outputs, max_tensor_bytes=max_message_bytes),
+        PredictionServicer(manager, tensor_content_outputs, max_tensor_bytes=max_message_bytes,
+                           metrics=metrics),
         server,
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, metrics),
+                                                              server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -314,16 +351,19 @@ def make_grpc_server(
     max_workers: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     tensor_content_outputs: bool = False,
+    metrics: Any = None,
 ) -> grpc.Server:
     """An unstarted gRPC server bound to `host:port` serving `manager`'s models.
 
     `max_workers` defaults to 4 x CPUs (TF Serving's `--grpc_max_threads`); `max_message_bytes`
     bounds requests and responses both ways (TF Serving: INT32_MAX). `tensor_content_outputs`
-    mirrors `--enable_serialization_as_tensor_content`. Raises OSError when the port is taken.
+    mirrors `--enable_serialization_as_tensor_content`. `metrics` (a ServingMetrics, shared with
+    the REST side) records each call with `entrypoint="GRPC"`. Raises OSError when the port is
+    taken.
     Call `.start()`, and `.stop(grace_s)` to shut down.
     """
     server, _ = _build(manager, host, port, max_workers, max_message_bytes,
-                       tensor_content_outputs)
+                       tensor_content_outputs, metrics)
     return server
 
 
@@ -334,10 +374,11 @@ def start_grpc_server(
     max_workers: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     tensor_content_outputs: bool = False,
+    metrics: Any = None,
 ) -> tuple[grpc.Server, int]:
     """`make_grpc_server`, started; returns the server and its bound port (port 0 = a free one)."""
     server, bound = _build(manager, host, port, max_workers, max_message_bytes,
-                           tensor_content_outputs)
+                           tensor_content_outputs, metrics)
     server.start()
     log.info("gRPC server listening on %s:%d", host, bound)
     return server, bound

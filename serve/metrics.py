@@ -114,6 +114,17 @@ class ServingMetrics:
             if len(self._window) < 100_000:
                 self._window.append(latency_s)
 
+    def observe_grpc(self, model: str, api: str, status_name: str, latency_s: float) -> None:
+        """Record one gRPC call (`api` is the RPC: Predict, Classify, ...) in the TF Serving
+        metrics with `entrypoint="GRPC"`, and in the logged summary."""
+        ok = status_name == "OK"
+        self._tf.observe(model, api, status_name, latency_s * 1e6, "GRPC", ok)
+        with self._lock:
+            self._total += 1
+            self._errors += not ok
+            if len(self._window) < 100_000:
+                self._window.append(latency_s)
+
     def take_summary(self) -> tuple[int, int, int, float, float] | None:
         """(total so far, requests and errors since the last call, p50 and p99 in ms) or None."""
         with self._lock:

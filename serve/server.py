@@ -167,6 +167,7 @@ def read_token(path: Path | None) -> str | None:
 def run_server(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 after a clean drain)."""
     from serve.manager import ModelManager
+    from serve.metrics import ServingMetrics
     from serve.rest import RestApp, RestSettings
 
     token = read_token(settings.api_token_file)
@@ -185,7 +186,8 @@ def run_server(settings: ServerSettings) -> int:
     with _signals_to(stop) as captured:
         manager.start()
         log.info("models: %s", ", ".join(manager.model_names()) or "(none)")
-        grpc_server, grpc_address = _start_grpc(manager, settings)
+        metrics = ServingMetrics()  # one set for both front ends, as TF Serving's
+        grpc_server, grpc_address = _start_grpc(manager, settings, metrics)
         rest_address = None
         if rest_sock is not None:
             host, port = rest_sock.getsockname()[:2]
@@ -202,7 +204,7 @@ def run_server(settings: ServerSettings) -> int:
                     enable_cors=settings.rest_api_enable_cors_support,
                     timeout_s=settings.rest_api_timeout_in_ms / 1000.0,
                     num_threads=settings.rest_api_num_threads,
-                ))
+                ), metrics=metrics)
                 _serve_rest(app, rest_sock, settings, stop, captured)
             else:
                 stop.wait()
@@ -281,7 +283,8 @@ def _signals_to(stop: threading.Event) -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _start_grpc(manager: Any, settings: ServerSettings) -> tuple[Any, str | None]:
+def _start_grpc(manager: Any, settings: ServerSettings,
+                metrics: Any = None) -> tuple[Any, str | None]:
     if settings.port == 0:
         log.warning("gRPC disabled (--port 0)")
         return None, None
@@ -290,7 +293,7 @@ def _start_grpc(manager: Any, settings: ServerSettings) -> tuple[Any, str | None
         return None, None
     from serve.grpc_service import make_grpc_server
 
-    server = make_grpc_server(manager, settings.host, settings.port)
+    server = make_grpc_server(manager, settings.host, settings.port, metrics=metrics)
     server.start()
     return server, f"{_host_text(settings.host)}:{settings.port}"
 

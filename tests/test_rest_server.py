@@ -440,6 +440,39 @@ def test_prometheus_metrics_use_tf_serving_names(client):
            'model_name="half",route="predict"}' in text
 
 
+def test_grpc_calls_count_in_the_same_prometheus_metrics(server, client):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serve.tensor_proto import encode_tensor
+
+    def grpc_count(text: str, status: str) -> int:
+        pattern = ':tensorflow:serving:request_count{model_name="ecg",status="' + status + '"} '
+        found = re.search(re.escape(pattern) + r"(\d+)", text)
+        return int(found.group(1)) if found else 0
+
+    before = client.get("/monitoring/prometheus/metrics").text
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "ecg"
+        req.inputs["signal"].CopyFrom(encode_tensor(np.array(ecg_window(), np.float32)[None]))
+        stub.Predict(req, timeout=30)
+        stub.Predict(req, timeout=30)
+        req.inputs["signal"].CopyFrom(encode_tensor(np.zeros((1, 3, 1), np.float32)))
+        with pytest.raises(grpc.RpcError):
+            stub.Predict(req, timeout=30)
+        req.model_spec.name = "no-such-model"
+        with pytest.raises(grpc.RpcError):
+            stub.Predict(req, timeout=30)
+    text = client.get("/monitoring/prometheus/metrics").text
+    assert grpc_count(text, "OK") == grpc_count(before, "OK") + 2
+    assert grpc_count(text, "INVALID_ARGUMENT") == grpc_count(before, "INVALID_ARGUMENT") + 1
+    assert re.search(r':tensorflow:serving:request_latency_count\{model_name="ecg",API="Predict",'
+                     r'entrypoint="GRPC"\} 2\b', text), text[-2000:]
+    assert "no-such-model" not in text  # unknown names do not become label values
+
+
 def test_openapi_describes_the_routes(client):
     doc = client.get("/openapi.json").json()
     for path in ("/v1/models/{model_name}:predict", "/v1/models/{model_name}:forecast",
