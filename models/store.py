@@ -116,10 +116,13 @@ def publish(base: str | Path, build_fn: Callable[[Path], object]) -> tuple[int, 
 
     If `build_fn` raises (or the process is interrupted) the staging folder is removed and nothing
     appears under a numeric name. A hard kill can leave the hidden staging folder behind; it is
-    never served. Returns `(version, path)`.
+    never served, and the next publish removes it once it is an hour old (no export takes that
+    long). Returns `(version, path)`.
     """
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_staging(base):  # left by a publisher killed over an hour ago
+        log.warning("removed stale staging folder %s", stale)
     first_guess = next_version(base)
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{first_guess}.staging-", dir=base))
     try:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipelines.atomic import atomic_write
 
 
 def _check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
@@ -337,18 +337,6 @@ class ForecastExamples:
     fs: float | None = None
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through `write(tmp_path)` into a temp file beside `path`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _figure(width: float, height: float):
     # A bare Figure with the Agg canvas: no pyplot global state, no display backend needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -408,11 +396,11 @@ def write_report(
     written: dict[str, str] = {}
 
     def text(name: str, content: str) -> None:
-        _atomic_write(out / name, lambda p: p.write_text(content, encoding="utf-8"))
+        atomic_write(out / name, lambda p: p.write_text(content, encoding="utf-8"))
         written[name] = str(out / name)
 
     def png(name: str, fig) -> None:
-        _atomic_write(out / name, lambda p: fig.savefig(p, format="png"))
+        atomic_write(out / name, lambda p: fig.savefig(p, format="png"))
         written[name] = str(out / name)
 
     text("evaluation.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_write
 from pipelines.config import Recipe, TrainConfig
 from pipelines.dataset import Dataset
 from pipelines.train import TrainingError, compile_model
@@ -314,7 +315,7 @@ def fit_tbptt(model, mspec, dataset: Dataset, spec: WindowSpec, cfg: TrainConfig
         score = row.get("val_loss", loss)
         if score < best:
             best, best_weights, waited = score, twin.get_weights(), 0
-            model.save(ckpt / "best.keras")
+            atomic_write(ckpt / "best.keras", model.save)
         else:
             waited += 1
             if cfg.patience and waited >= cfg.patience:
@@ -341,11 +342,16 @@ class _EpochPlans:
 
 
 def _write_epoch(run_dir: Path, history: list[dict], model) -> None:
-    """history.csv, state.json and checkpoints/last.keras after an epoch (as window training)."""
-    keys = list(history[-1])
-    with open(run_dir / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    (run_dir / "state.json").write_text(json.dumps({"epochs_done": len(history)}))
-    model.save(run_dir / "checkpoints" / "last.keras")
+    """checkpoints/last.keras, then history.csv and state.json after an epoch (as window
+    training), each renamed into place whole."""
+    atomic_write(run_dir / "checkpoints" / "last.keras", model.save)
+
+    def write_history(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[-1]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(run_dir / "history.csv", write_history)
+    state = json.dumps({"epochs_done": len(history)})
+    atomic_write(run_dir / "state.json", lambda p: p.write_text(state))

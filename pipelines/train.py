@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.atomic import atomic_write
 from pipelines.config import Recipe, TrainConfig
 from pipelines.dataset import Dataset, load_dataset
 from pipelines.evaluate import (
@@ -177,9 +178,29 @@ class EpochLine:
                 loss = logs.get("loss")
                 if loss is not None and not math.isfinite(loss):
                     self.model.stop_training = True
-                (run_dir / "state.json").write_text(json.dumps({"epochs_done": epoch + 1}))
+                state = json.dumps({"epochs_done": epoch + 1})
+                atomic_write(run_dir / "state.json", lambda p: p.write_text(state))
 
         return _EpochLine()
+
+
+def checkpoints_callback(ckpt: Path, monitor: str):
+    """`last.keras` every epoch and `best.keras` when `monitor` improves, each written beside
+    and renamed over the old one: a kill during a save leaves the previous checkpoint whole, so
+    `--resume` can always read it (Keras' ModelCheckpoint writes in place)."""
+    import keras
+
+    class _Checkpoints(keras.callbacks.Callback):
+        best = math.inf
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            atomic_write(ckpt / "last.keras", self.model.save)
+            value = (logs or {}).get(monitor)
+            if value is not None and value < self.best:
+                self.best = float(value)
+                atomic_write(ckpt / "best.keras", self.model.save)
+
+    return _Checkpoints()
 
 
 def fit_model(model, train_ds, val_ds, cfg: TrainConfig, run_dir: Path,
@@ -191,9 +212,7 @@ def fit_model(model, train_ds, val_ds, cfg: TrainConfig, run_dir: Path,
     ckpt.mkdir(parents=True, exist_ok=True)
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = [
-        keras.callbacks.ModelCheckpoint(str(ckpt / "last.keras")),
-        keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor=monitor,
-                                        save_best_only=True),
+        checkpoints_callback(ckpt, monitor),  # before EpochLine: state.json follows last.keras
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
         EpochLine.make(run_dir),
     ]

@@ -77,6 +77,25 @@ def test_a_failing_build_leaves_no_version_and_no_staging_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
 
 
+def test_publish_removes_staging_folders_a_killed_publisher_left_an_hour_ago(
+    tmp_path: Path,
+) -> None:
+    import os
+    import time
+
+    old, recent = tmp_path / ".2.staging-old", tmp_path / ".2.staging-recent"
+    for folder in (old, recent):
+        _write_version(folder)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+
+    version, _ = publish(tmp_path, _write_version)
+
+    assert version == 1
+    assert not old.exists()  # crashed long ago: cleaned up
+    assert recent.exists()  # may be another publisher at work: left alone
+
+
 def test_a_build_that_writes_nothing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelStoreError, match="build_fn wrote nothing"):
         publish(tmp_path, lambda staging: None)
