@@ -17,39 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from live_server import LiveServer
+from recipes import tiny_recipe
 
 from pipelines.cli import main
 
 pytestmark = pytest.mark.slow
 
 OLD, NEW = (1, 2, 3, 4, 9, 12), (5, 13)
-RECIPE = """
-name = "tiny"
-[data]
-raw = "{raw}"
-dataset = "{dataset}"
-channels = ["II", "ABP"]
-fs = 125
-[window]
-input_steps = 128
-horizon = 16
-stride = 32
-inputs = ["II", "ABP"]
-targets = ["II"]
-[model]
-arch = "lstm"
-units = [8]
-[train]
-epochs = 1
-batch_size = 64
-patience = 0
-{train_extra}
-[evaluate]
-max_windows = 500
-n_boot = 50
-"""
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> SimpleNamespace:
     from pipelines.synth import SynthConfig, write_cohort
@@ -61,7 +35,7 @@ def base(tmp_path_factory) -> SimpleNamespace:
         for i in ids:
             shutil.copytree(cohort / f"p{i:06d}", root / name / f"p{i:06d}")
     recipe = root / "tiny.toml"
-    recipe.write_text(RECIPE.format(raw=root / "old", dataset=root / "ds", train_extra=""))
+    recipe.write_text(tiny_recipe(root / "old", root / "ds", epochs=1))
     assert main(["train", "--config", str(recipe), "--model-store", str(root / "store"),
                  "--run-dir", str(root / "run")]) == 0
     return SimpleNamespace(root=root, recipe=recipe)
@@ -139,7 +113,7 @@ def test_a_better_challenger_becomes_version_2_and_a_rerun_changes_nothing(world
 
 def test_a_worse_challenger_is_rejected_and_nothing_changes(world, capsys):
     bad = world.root / "bad.toml"
-    bad.write_text(RECIPE.format(raw="unused", dataset="unused",
+    bad.write_text(tiny_recipe("unused", "unused", epochs=1,
                                  train_extra='learning_rate = 50.0\nschedule = "constant"'))
     before = snapshot(world.store, world.ds)
     assert main(retrain(world, "--config", str(bad), "--from-scratch",
@@ -178,7 +152,7 @@ def test_an_interrupted_retrain_leaves_the_store_and_the_dataset_exactly_as_they
 
 def test_a_config_that_changes_the_model_needs_from_scratch(world):
     other = world.root / "wide.toml"
-    other.write_text(RECIPE.format(raw="x", dataset="x", train_extra="").replace(
+    other.write_text(tiny_recipe("x", "x", epochs=1).replace(
         "units = [8]", "units = [16]"))
     before = snapshot(world.store, world.ds)
     assert main(retrain(world, "--config", str(other))) == 1

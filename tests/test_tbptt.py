@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from recipes import tiny_recipe
 
 from pipelines.config import parse_recipe
 from pipelines.tbptt import (
@@ -211,33 +212,6 @@ def test_trained_weights_copy_back_to_the_stateless_model_exactly(twins):
 
 # ------------------------------------------------------------------------------- end to end
 
-RECIPE = """
-name = "tiny_tbptt"
-[data]
-raw = "{raw}"
-dataset = "{dataset}"
-channels = ["II", "ABP"]
-fs = 125
-[window]
-input_steps = 128
-horizon = 16
-stride = 32
-inputs = ["II", "ABP"]
-targets = ["II"]
-[model]
-arch = "gru"
-units = [8]
-[train]
-epochs = 2
-batch_size = 64
-patience = 0
-tbptt_steps = 125
-[evaluate]
-max_windows = 300
-n_boot = 50
-"""
-
-
 @pytest.mark.slow
 def test_train_with_tbptt_publishes_a_stateless_verified_version(tmp_path):
     from pipelines.config import load_recipe
@@ -247,7 +221,8 @@ def test_train_with_tbptt_publishes_a_stateless_verified_version(tmp_path):
     raw = tmp_path / "raw"
     write_cohort(SynthConfig(out=raw, patients=12, minutes=2, seed=0))
     path = tmp_path / "tiny.toml"
-    path.write_text(RECIPE.format(raw=raw, dataset=tmp_path / "ds"))
+    path.write_text(tiny_recipe(raw, tmp_path / "ds", name="tiny_tbptt", arch="gru",
+                                train_extra="tbptt_steps = 125", max_windows=300))
     result = train(load_recipe(path), model_store=tmp_path / "store", run_dir=tmp_path / "run")
     assert result.version == 1 and result.epochs_run == 2
     meta = json.loads((result.version_dir / "assets.extra" / "pulsecast.json").read_text())

@@ -11,35 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from recipes import tiny_recipe
 
 from pipelines.cli import main
 from pipelines.config import ConfigError, parse_recipe
 from pipelines.train import TrainingError, train
-
-RECIPE = """
-name = "tiny"
-[data]
-raw = "{raw}"
-dataset = "{dataset}"
-channels = ["II", "ABP"]
-fs = 125
-[window]
-input_steps = 128
-horizon = 16
-stride = 32
-inputs = ["II", "ABP"]
-targets = ["II"]
-[model]
-arch = "lstm"
-units = [8]
-[train]
-epochs = 2
-batch_size = 64
-patience = 0
-[evaluate]
-max_windows = 500
-n_boot = 50
-"""
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +28,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def write_recipe(tmp_path: Path, raw: Path, **replace: str) -> Path:
-    text = RECIPE.format(raw=raw, dataset=tmp_path / "ds")
+    text = tiny_recipe(raw, tmp_path / "ds")
     for old, new in replace.items():
         text = text.replace(old, new)
     path = tmp_path / "tiny.toml"
