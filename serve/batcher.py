@@ -284,27 +284,45 @@ class BatchScheduler:
         return outputs
 
 
-class BatchingServable:
+class _Batched:
+    """What both batching wrappers share: every attribute but `predict` is the wrapped
+    servable's (`inner`); `predict` and `submit_async` go through the subclass's `submit`."""
+
+    inner: Servable
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def submit(self, signature_name: str, inputs: Mapping[str, Any],
+               output_filter: Sequence[str] = (), *,
+               _future: AnyFuture | None = None) -> AnyFuture | None:
+        raise NotImplementedError
+
+    def predict(self, signature_name: str, inputs: Mapping[str, Any],
+                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Validate and cast like the servable, then wait for this request's slice of a batch
+        (or run it unbatched when `submit` declines it)."""
+        future = self.submit(signature_name, inputs, output_filter)
+        if future is None:
+            return self.inner.predict(signature_name, inputs, output_filter)
+        return future.result()
+
+    def submit_async(self, signature_name: str, inputs: Mapping[str, Any],
+                     output_filter: Sequence[str] = ()) -> asyncio.Future | None:
+        """`submit` from a coroutine: the returned asyncio.Future is settled on this loop."""
+        return self.submit(signature_name, inputs, output_filter, _future=_loop_future())
+
+
+class BatchingServable(_Batched):
     """A servable whose `predict` is batched; every other attribute is the wrapped one's."""
 
     def __init__(self, scheduler: BatchScheduler, queue: _Queue) -> None:
         self._scheduler = scheduler
         self._queue = queue
         self.inner = queue.servable
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
-
-    def __repr__(self) -> str:
-        return f"BatchingServable({self.inner!r})"
-
-    def predict(self, signature_name: str, inputs: Mapping[str, Any],
-                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """Validate and cast like the servable, then wait for this task's slice of a batch."""
-        future = self.submit(signature_name, inputs, output_filter)
-        if future is None:
-            return self.inner.predict(signature_name, inputs, output_filter)
-        return future.result()
 
     def submit(self, signature_name: str, inputs: Mapping[str, Any],
                output_filter: Sequence[str] = (), *,
@@ -316,11 +334,6 @@ class BatchingServable:
             return None
         return self._scheduler.submit(self._queue, signature_name, arrays, tuple(output_filter),
                                       _future)
-
-    def submit_async(self, signature_name: str, inputs: Mapping[str, Any],
-                     output_filter: Sequence[str] = ()) -> asyncio.Future | None:
-        """`submit` from a coroutine: the returned asyncio.Future is settled on this loop."""
-        return self.submit(signature_name, inputs, output_filter, _future=_loop_future())
 
     def close(self) -> None:
         """Detach this queue from the scheduler (called by the manager after the last request),
@@ -352,7 +365,7 @@ class _AutoTask:
     future: AnyFuture = field(default_factory=Future)
 
 
-class AdaptiveBatcher:
+class AdaptiveBatcher(_Batched):
     """Automatic batching for one servable: a single runner thread runs whatever is queued
     when the model frees up, as one batch of at most `max_batch_size` rows.
 
@@ -378,20 +391,6 @@ class AdaptiveBatcher:
         )
         self._thread.start()
 
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
-
-    def __repr__(self) -> str:
-        return f"AdaptiveBatcher({self.inner!r})"
-
-    def predict(self, signature_name: str, inputs: Mapping[str, Any],
-                output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """The servable's predict, run in a batch with whatever else is waiting."""
-        future = self.submit(signature_name, inputs, output_filter)
-        if future is None:
-            return self.inner.predict(signature_name, inputs, output_filter)
-        return future.result()
-
     def submit(self, signature_name: str, inputs: Mapping[str, Any],
                output_filter: Sequence[str] = (), *,
                _future: AnyFuture | None = None) -> AnyFuture | None:
@@ -414,11 +413,6 @@ class AdaptiveBatcher:
             self._tasks.append(task)
             self._cond.notify()
         return task.future
-
-    def submit_async(self, signature_name: str, inputs: Mapping[str, Any],
-                     output_filter: Sequence[str] = ()) -> asyncio.Future | None:
-        """`submit` from a coroutine: the returned asyncio.Future is settled on this loop."""
-        return self.submit(signature_name, inputs, output_filter, _future=_loop_future())
 
     def close(self) -> None:
         """Run what is queued, stop the runner, then close the wrapped servable."""
