@@ -114,13 +114,36 @@ def find_pieces(signal: np.ndarray, fs: float, max_gap_s: float) -> list[tuple[i
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
+def fill_short_gaps(signal: np.ndarray, max_samples: int) -> int:
+    """Linearly interpolate, in place, each channel's NaN runs of at most `max_samples` that
+    have data on both sides (edges and longer gaps stay NaN). Returns the samples filled."""
+    filled = 0
+    if max_samples < 1:
+        return 0
+    for j in range(signal.shape[1]):
+        col = signal[:, j]
+        missing = np.isnan(col)
+        if not missing.any():
+            continue
+        edges = np.diff(np.concatenate(([0], missing.view(np.int8), [0])))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+            if a == 0 or b == len(col) or b - a > max_samples:
+                continue
+            t = np.arange(1, b - a + 1, dtype=np.float64) / (b - a + 1)
+            col[a:b] = col[a - 1] + t * (col[b] - col[a - 1])
+            filled += b - a
+    return filled
+
+
 def assemble_pieces(
     header: RecordHeader, plan: Plan, channels: tuple[str, ...], fs: float, *,
-    numerics: bool, max_gap_s: float, min_duration_s: float,
+    numerics: bool, max_gap_s: float, min_duration_s: float, fill_gap_s: float = 0.0,
 ) -> tuple[list[Piece], list[str]]:
     """The record's kept pieces, and one reason per piece shorter than `min_duration_s`.
 
-    Raises `SkipRecord` when no piece is kept (naming the short ones, if any).
+    With `fill_gap_s`, each channel's gaps up to that long inside a piece are interpolated
+    (`fill_short_gaps`). Raises `SkipRecord` when no piece is kept (naming the short ones).
     """
     pieces: list[Piece] = []
     short: list[str] = []
@@ -133,7 +156,9 @@ def assemble_pieces(
                 short.append(f"piece at +{piece_start_s:.1f} s lasts {duration_s:.1f} s, "
                              f"shorter than min_duration_s {min_duration_s:g} s")
             else:
-                pieces.append((piece_start_s, signal[a:b]))
+                piece = signal[a:b]
+                fill_short_gaps(piece, int(fill_gap_s * fs))
+                pieces.append((piece_start_s, piece))
     if not pieces:
         raise SkipRecord("; ".join(short) if short else "no samples of the requested channels")
     return pieces, short

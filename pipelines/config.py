@@ -3,7 +3,7 @@
 A recipe (`configs/<name>.toml`) has a top-level `name` and four tables:
 
 - `[data]`: where the records are and how to ingest them (`raw`, `dataset`, `channels`, `fs`,
-  `numerics`);
+  `numerics`, `fill_gap_s`: interpolate each channel's gaps up to this long at ingest);
 - `[window]`: `input_steps`, `horizon`, `stride`, `inputs`, `targets`, `gap_policy`;
 - `[model]`: read by `models.spec.model_spec_from_config` (architecture and its hyper-parameters);
 - `[train]`: loss, optimizer, schedule, clipping, batch size, epochs, patience, seed, precision,
@@ -39,10 +39,13 @@ class DataConfig:
     channels: tuple[str, ...] = ("II",)
     fs: float = 125.0
     numerics: bool = False
+    fill_gap_s: float = 0.0  # ingest: interpolate each channel's gaps up to this long
 
     def __post_init__(self) -> None:
         if self.fs <= 0:
             raise ConfigError(f"[data] fs must be > 0, got {self.fs}")
+        if not self.fill_gap_s >= 0:
+            raise ConfigError(f"[data] fill_gap_s must be >= 0, got {self.fill_gap_s}")
         if not self.channels:
             raise ConfigError("[data] channels must name at least one channel, got []")
 

@@ -71,6 +71,7 @@ class IngestConfig:
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     min_duration_s: float = 10.0
     max_gap_s: float = 60.0
+    fill_gap_s: float = 0.0  # a channel's gaps up to this long are interpolated (0: none)
     workers: int = 1
     strict: bool = False
     executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.executors`)
@@ -94,7 +95,7 @@ class IngestConfig:
             raise ValueError(f"fs must be > 0, got {self.fs:g}")
         set_(self, "fs", float(self.fs))
         set_(self, "split_fractions", validate_fractions(tuple(self.split_fractions)))
-        for name in ("min_duration_s", "max_gap_s"):
+        for name in ("min_duration_s", "max_gap_s", "fill_gap_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
@@ -113,7 +114,7 @@ class IngestConfig:
             "channels": list(self.channels), "fs": self.fs, "numerics": self.numerics,
             "patient_id": self.patient_id, "split_fractions": list(self.split_fractions),
             "min_duration_s": self.min_duration_s, "max_gap_s": self.max_gap_s,
-            "workers": self.workers, "strict": self.strict,
+            "fill_gap_s": self.fill_gap_s, "workers": self.workers, "strict": self.strict,
             "executor": self.executor, "ray_address": self.ray_address,
         }
 
@@ -217,6 +218,7 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
         pieces, short = assemble_pieces(
             header, plan, config.channels, config.fs, numerics=config.numerics,
             max_gap_s=config.max_gap_s, min_duration_s=config.min_duration_s,
+            fill_gap_s=config.fill_gap_s,
         )
     except (SkipRecord, RecordReadError) as err:
         reason = err.reason if isinstance(err, RecordReadError) else str(err)

@@ -63,7 +63,8 @@ def ensure_dataset(recipe: Recipe, raw: Path | None = None) -> Dataset:
         log.info("dataset %s is missing: ingesting %s", root, source)
         report = ingest(IngestConfig(raw_dir=source, dataset_dir=root,
                                      channels=recipe.data.channels, fs=recipe.data.fs,
-                                     numerics=recipe.data.numerics))
+                                     numerics=recipe.data.numerics,
+                                     fill_gap_s=recipe.data.fill_gap_s))
         if not report.written:
             raise TrainingError(f"ingest of {source} wrote no dataset: nothing was ingested")
     return load_dataset(root)
@@ -333,6 +334,13 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     from models.spec import model_spec_from_config
     from pipelines import distribute
 
+    if recipe.window.gap_policy == "mask":
+        # the windows would carry observed-flag channels the served model (raw `signal` in
+        # physical units) cannot be given: refuse before any work, saying what works instead
+        raise TrainingError(
+            "[window] gap_policy = 'mask' is not supported by model training (the model takes "
+            "the signal channels only); use 'skip' with [data] fill_gap_s to interpolate short "
+            "gaps at ingest")
     if recipe.train.tbptt_steps:
         from pipelines.tbptt import check_recipe
 

@@ -123,6 +123,33 @@ def test_a_short_nan_gap_stays_nan_in_place_and_a_long_one_splits_the_record(
     assert len(ds.signal("gappy_001")) == int(60 * FS)
 
 
+def test_fill_gap_s_interpolates_short_gaps_per_channel_and_keeps_longer_ones_nan(
+    tmp_path: Path, write_record: Callable[..., Path]
+) -> None:
+    ii, abp = _wave(60.0), _wave(60.0, offset=80.0)
+    ii[int(10 * FS) : int(11 * FS)] = np.nan  # 1 s: filled
+    abp[int(30 * FS) : int(34 * FS)] = np.nan  # 4 s > fill_gap_s 2: stays NaN
+    write_record("gappy", np.column_stack([ii, abp]), ["II", "ABP"])
+    ingest(_config(tmp_path, fill_gap_s=2.0))
+    ds = load_dataset(tmp_path / "ds")
+    got = ds.signal("gappy")
+    a, b = int(10 * FS), int(11 * FS)
+    expected = np.interp(np.arange(a, b), [a - 1, b], [got[a - 1, 0], got[b, 0]])
+    np.testing.assert_allclose(got[a:b, 0], expected, rtol=1e-5, atol=1e-5)  # a straight line
+    assert np.isnan(got[int(30 * FS) : int(34 * FS), 1]).all()
+    assert np.isfinite(got[:, 0]).all() and np.isfinite(got[: int(30 * FS), 1]).all()
+    assert ds.config["fill_gap_s"] == 2.0  # recorded, so retraining ingests new records alike
+
+
+def test_fill_short_gaps_leaves_the_edges_alone() -> None:
+    from pipelines.assemble import fill_short_gaps
+
+    x = np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]], dtype=np.float32)
+    assert fill_short_gaps(x, 1) == 1
+    np.testing.assert_array_equal(x[1:4, 0], [1.0, 2.0, 3.0])
+    assert np.isnan(x[0, 0]) and np.isnan(x[4, 0])  # nothing to interpolate from outside
+
+
 def test_a_channel_at_another_rate_is_resampled_to_fs(
     tmp_path: Path, write_record: Callable[..., Path]
 ) -> None:
@@ -345,6 +372,7 @@ def test_ingest_record_results_pickle_and_a_process_pool_gives_the_same_dataset(
         ({"channels": ()}, "channels must be non-empty names without commas, got ()"),
         ({"channels": ("II", "ii")}, "channels must not repeat, got ('II', 'ii')"),
         ({"max_gap_s": -2}, "max_gap_s must be >= 0, got -2"),
+        ({"fill_gap_s": -1}, "fill_gap_s must be >= 0, got -1"),
         ({"workers": 0}, "workers must be an integer >= 1, got 0"),
     ],
 )

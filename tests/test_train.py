@@ -121,6 +121,14 @@ def test_truncated_bptt_refuses_an_arch_with_no_stateful_twin_before_any_work():
         train(recipe)
 
 
+def test_the_mask_gap_policy_is_refused_before_any_work_naming_what_works(tmp_path):
+    raw = {"name": "x", "data": {"channels": ["II"], "dataset": str(tmp_path / "ds")},
+           "window": {"inputs": ["II"], "targets": ["II"], "gap_policy": "mask"}}
+    with pytest.raises(TrainingError, match="gap_policy = 'mask' is not supported.*fill_gap_s"):
+        train(parse_recipe(raw), run_dir=tmp_path / "run", model_store=tmp_path / "s")
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "run").exists()
+
+
 def test_a_quantile_loss_without_quantiles_in_the_model_is_a_config_error():
     raw = {"name": "x", "data": {"channels": ["II"]},
            "window": {"inputs": ["II"], "targets": ["II"]}, "train": {"loss": "quantile"}}

@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop rows shorter than this (default 10)")
     parser.add_argument("--max-gap-s", type=float, default=60.0,
                         help="gaps up to this are NaN in a row; longer ones split (default 60)")
+    parser.add_argument("--fill-gap-s", type=float, default=0.0,
+                        help="interpolate each channel's gaps up to this long (default 0: keep "
+                             "them NaN), e.g. 300 for numerics missing a few minutes")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes (default 1); with --executor ray and no --ray-address, "
                              "the CPUs of the local Ray (at least 2)")
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     config = IngestConfig(
         raw_dir=args.raw, dataset_dir=args.dataset, channels=args.channels, fs=args.fs,
         numerics=args.numerics, patient_id=args.patient_id, split_fractions=args.split_fractions,
-        min_duration_s=args.min_duration_s, max_gap_s=args.max_gap_s, workers=args.workers,
+        min_duration_s=args.min_duration_s, max_gap_s=args.max_gap_s,
+        fill_gap_s=args.fill_gap_s, workers=args.workers,
         strict=args.strict, executor=args.executor, ray_address=args.ray_address,
     )
     report = ingest(config)
