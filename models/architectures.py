@@ -12,12 +12,15 @@ dropout, unroll off, bias on); `models.params.check` reports it per layer.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers, ops
 
 from models.cycle import (
     AdaptiveCycleMix,
     CycleCandidates,
+    CycleMedian,
     CycleMix,
     WindowScale,
     WindowUnscale,
@@ -168,10 +171,21 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     `models.cycle`). The core sees the window average-pooled by `encoder_pool`. Its features
     also drive the per-window mix (`cycle_mix = "adaptive"`) and the candidate shifts
     (`max_shift_steps`), through zero-initialised Denses, so those start as the plain mean too.
+    `cycle_mix = "median"` takes the candidates' median instead (no weights); `residual = false`
+    leaves the residual out (what a core learns on one cohort need not carry to other records).
     """
     h, k = spec.horizon, spec.n_targets
     positions = spec.targets_in_inputs
     steps = spec.max_period_steps
+    # The forecast is built from the target channels' own past, in their *input* standardized
+    # units, so it goes back to physical units with the input statistics of those channels. The
+    # target statistics (over the target windows) differ slightly, and mapping a copied sample
+    # back with them moves it by (x - mean) * (std_t / std_in - 1) + (mean_t - mean_in).
+    stats = dataclasses.replace(
+        stats,
+        target_mean=tuple(stats.input_mean[i] for i in positions),
+        target_std=tuple(stats.input_std[i] for i in positions),
+    )
     zs, loc, scale = WindowScale(steps, positions, name="window_scale")(z)  # (B, T, C)
     enc = zs
     if spec.encoder_pool > 1:
@@ -180,7 +194,8 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     n = spec.cycle_candidates
     finder = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, spec.search_steps, n,
                              positions, max_shift=float(spec.max_shift_steps),
-                             align=spec.cycle_align, name="cycle_candidates")
+                             align=spec.cycle_align, match_steps=spec.match_steps,
+                             level_decay=float(spec.level_decay_steps), name="cycle_candidates")
     if spec.max_shift_steps > 0:
         # The encoder moves each candidate by a fraction of a period (beat timing, HRV).
         shift = layers.Dense(k * n, kernel_initializer="zeros", name="cycle_shift")(feats)
@@ -193,6 +208,8 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
         logits = layers.Dense(spec.mix_blocks * k * n, kernel_initializer="zeros",
                               name="cycle_mix_logits")(feats)  # (B, G*K*N)
         base = AdaptiveCycleMix(spec.mix_blocks, name="cycle_mix")([cands, logits])
+    elif spec.cycle_mix == "median":
+        base = CycleMedian(name="cycle_mix")(cands)  # (B, H, K)
     else:
         base = CycleMix(name="cycle_mix")(cands)  # (B, H, K)
     # The residual sees the encoder state, the cycle forecast it corrects and the last
@@ -206,9 +223,11 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     ])
     if spec.residual_dropout > 0:
         both = layers.Dropout(spec.residual_dropout, name="residual_dropout")(both)
-    res = layers.Dense(h * k, kernel_initializer="zeros", name="residual_head")(both)
-    res = layers.Reshape((h, k), name="residual_reshape")(res)  # (B, H, K)
-    centre = layers.Add(name="cycle_plus_residual")([base, res])  # (B, H, K), window units
+    centre = base  # (B, H, K), window units
+    if spec.residual:
+        res = layers.Dense(h * k, kernel_initializer="zeros", name="residual_head")(both)
+        res = layers.Reshape((h, k), name="residual_reshape")(res)  # (B, H, K)
+        centre = layers.Add(name="cycle_plus_residual")([base, res])
     y = WindowUnscale(name="window_unscale")([centre, loc, scale])  # standardized units
     outputs = {"forecast": make_output_denormalizer(stats, name="forecast")(y)}
     if spec.probabilistic:

@@ -13,16 +13,23 @@ that forecast inside the graph, so the SavedModel still takes raw units and retu
                             their mean (averaging cycles cancels beat-to-beat noise)   (B, H, K)
          or AdaptiveCycleMix  a per-window softmax over the candidates whose logits the encoder
                             predicts (per block of horizon steps), also started at the mean
-      + residual from the recurrent encoder (zero at init)
+         or CycleMedian     their median (no weights; robust to one early, late or odd beat)
+      + residual from the recurrent encoder (zero at init; optional)
       -> WindowUnscale      back to the standardized units of the window's target      (B, H, K)
 
 Options of `CycleCandidates`: `align="peak"` lines each copied beat up on its own peak (the
-maximum near `last_peak - k*p`) instead of on `k*p`; `max_shift > 0` takes a second input of
-per-candidate scores from the encoder and moves each candidate by up to `max_shift` samples,
-read by linear interpolation (differentiable), to follow beat-timing variation.
+maximum near `last_peak - k*p`) instead of on `k*p`; `align="lag"` copies candidate k from the
+sub-sample lag near `lag_{k-1} + p` where the last `match_steps` samples correlate best (read by
+linear interpolation: no drift of k times the period's rounding, no peak detector);
+`level_decay > 0` moves each copy by the gap between the last observed sample and the sample
+before the copied one, fading as exp(-h / level_decay) (baseline wander, a beat of another
+amplitude); `max_shift > 0` takes a second input of per-candidate scores from the encoder and
+moves each candidate by up to `max_shift` samples, read by linear interpolation
+(differentiable), to follow beat-timing variation.
 
-Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period and peak searches
-are argmaxes (no gradient flows through them, none is needed); everything after is differentiable.
+Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period, peak and lag
+searches are argmaxes (no gradient flows through them, none is needed); everything after is
+differentiable.
 Only the mixes have weights: horizon * n_targets * n_candidates (`models.params.cycle_mix_params`).
 """
 
@@ -36,6 +43,9 @@ from keras import layers, ops
 MIN_CORRELATION = 0.5
 RELATIVE_PEAK = 0.9
 _EPS = 1e-6
+# Mean square (per sample) below which the last segment counts as flat: no cycle to search for.
+_FLAT = 1e-8
+ALIGNS = ("period", "peak", "lag")
 
 
 def _positions(target_positions, n: int | None = None) -> list[int]:
@@ -105,6 +115,39 @@ class WindowUnscale(layers.Layer):
         return tuple(input_shape[0])
 
 
+def _lag_correlation(s, gather: np.ndarray):
+    """Normalised correlation of the last W samples with each lagged segment: `(B, K, L)`.
+
+    `s` `(B, K, T)`; `gather` `(L, W)` from `period_search_indices`. A flat last segment (a
+    transducer off, a lead off) correlates with nothing: 0 at every lag, not rounding noise.
+    """
+    w = gather.shape[1]
+    ref = s[:, :, -w:]  # (B, K, W)
+    ref = ref - ops.mean(ref, axis=-1, keepdims=True)
+    lagged = ops.take(s, ops.convert_to_tensor(gather), axis=2)  # (B, K, L, W)
+    lagged = lagged - ops.mean(lagged, axis=-1, keepdims=True)
+    num = ops.sum(lagged * ops.expand_dims(ref, 2), axis=-1)  # (B, K, L)
+    energy = ops.expand_dims(ops.sum(ops.square(ref), axis=-1), -1)  # (B, K, 1)
+    den = ops.sqrt(ops.sum(ops.square(lagged), axis=-1) * energy + _EPS)
+    return ops.where(energy > _FLAT * w, num / den, 0.0)
+
+
+def _read(s, pos):
+    """`s` `(B, K, T)` read at float positions `pos` `(B, K, H)` by linear interpolation.
+
+    Positions are clipped into the window; whole-number positions read the sample exactly.
+    """
+    last = int(s.shape[-1]) - 1
+    pos = ops.clip(pos, 0.0, float(last))
+    lo = ops.floor(pos)
+    frac = pos - lo
+    i0 = ops.cast(lo, "int32")
+    i1 = ops.minimum(i0 + 1, last)
+    v0 = ops.take_along_axis(s, i0, axis=2)
+    v1 = ops.take_along_axis(s, i1, axis=2)
+    return v0 + frac * (v1 - v0)
+
+
 def period_search_indices(input_steps: int, min_lag: int, max_lag: int, steps: int) -> np.ndarray:
     """Gather matrix `(L, W)` for lags `min_lag - 1 .. max_lag + 1` (L = max - min + 3).
 
@@ -139,17 +182,30 @@ class CycleCandidates(layers.Layer):
     (the maximum near `last_peak - k*p`), at the phase the forecast has after the last peak:
     `peak_k + ((T - last_peak + h) mod p)`: beats lined up on their own peaks, not on `k*p`.
 
+    With `align="lag"`, candidate k copies `T - L_k + (h mod L_k)` at a sub-sample lag `L_k`
+    matched by correlation (`_matched_lags`), read by linear interpolation.
+
+    With `level_decay > 0` (samples), each candidate is moved by `gap * exp(-h / level_decay)`,
+    `gap` the last observed sample minus the sample just before the candidate's first one.
+
     Called on `[z, shift]` with `shift` `(B, K, N)` (raw scores, e.g. from the encoder), candidate
     k is read `max_shift * tanh(shift[..., k])` samples later, by linear interpolation.
     """
 
     def __init__(self, horizon: int, min_lag: int, max_lag: int, steps: int,
                  n_candidates: int = 3, target_positions=(0,), max_shift: float = 0.0,
-                 align: str = "period", **kwargs):
+                 align: str = "period", match_steps: int = 60, level_decay: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
-        if align not in ("period", "peak"):
-            raise ValueError(f"align must be 'period' or 'peak', got {align!r}")
+        if align not in ALIGNS:
+            raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
         self.align = align
+        self.match_steps = int(match_steps)
+        if self.match_steps < 2:
+            raise ValueError(f"match_steps must be >= 2, got {match_steps}")
+        self.level_decay = float(level_decay)
+        if self.level_decay < 0:
+            raise ValueError(f"level_decay must be >= 0 samples, got {level_decay}")
         self.max_shift = float(max_shift)
         if self.max_shift < 0:
             raise ValueError(f"max_shift must be >= 0 samples, got {max_shift}")
@@ -171,19 +227,21 @@ class CycleCandidates(layers.Layer):
         _positions(self.target_positions, int(input_shape[2]))
         self._gather = period_search_indices(self.input_steps, self.min_lag, self.max_lag,
                                              self.steps)  # (L, W)
+        if self.align == "lag":
+            # Every lag from min_lag - 1 up to the oldest segment of match_steps in the window.
+            longest = self.input_steps - self.match_steps - 1
+            if longest < self.max_lag:
+                raise ValueError(
+                    f"input_steps={self.input_steps} is too short to match the last "
+                    f"{self.match_steps} samples {self.max_lag + 1} steps back"
+                )
+            self._match = period_search_indices(self.input_steps, self.min_lag, longest,
+                                                self.match_steps)  # (M, W)
 
     def periods(self, z):
         """`(B, T, C)` -> period in samples `(B, K)`, int32."""
         s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
-        s = ops.stop_gradient(s)
-        ref = s[:, :, -self.steps :]  # (B, K, W)
-        ref = ref - ops.mean(ref, axis=-1, keepdims=True)
-        lagged = ops.take(s, ops.convert_to_tensor(self._gather), axis=2)  # (B, K, L, W)
-        lagged = lagged - ops.mean(lagged, axis=-1, keepdims=True)
-        num = ops.sum(lagged * ops.expand_dims(ref, 2), axis=-1)  # (B, K, L)
-        den = ops.sqrt(ops.sum(ops.square(lagged), axis=-1)
-                       * ops.expand_dims(ops.sum(ops.square(ref), axis=-1), -1) + _EPS)
-        r = num / den  # (B, K, L), in [-1, 1]
+        r = _lag_correlation(ops.stop_gradient(s), self._gather)  # (B, K, L), in [-1, 1]
         mid, left, right = r[..., 1:-1], r[..., :-2], r[..., 2:]  # lags min_lag..max_lag
         lags = ops.arange(self.min_lag, self.max_lag + 1, dtype="int32")
         lags_f = ops.cast(lags, r.dtype)
@@ -204,32 +262,75 @@ class CycleCandidates(layers.Layer):
         s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
         p = ops.expand_dims(self.periods(z), -1)  # (B, K, 1)
         h = ops.arange(self.horizon, dtype="int32")  # (H,)
-        last = self.input_steps - 1
         starts = self._peak_starts(s, p) if self.align == "peak" else None
+        lags = self._matched_lags(s, p) if self.align == "lag" else None
         cands = []
         for k in range(1, self.n_candidates + 1):
-            if starts is None:
-                src = self.input_steps - k * p + ops.mod(h, p)  # (B, K, H) int
+            if lags is not None:
+                lag = lags[k - 1]  # (B, K, 1) float, sub-sample
+                hf = ops.cast(h, lag.dtype)
+                pos = self.input_steps - lag + (hf - lag * ops.floor(hf / lag))  # (B, K, H)
+            elif starts is None:
+                pos = self.input_steps - k * p + ops.mod(h, p)  # (B, K, H) int
             else:
                 t_last, t_k = starts[0], starts[k]  # (B, K, 1)
-                src = t_k + ops.mod(self.input_steps - t_last + h, p)
-            if shift is None:
-                cands.append(ops.take_along_axis(s, ops.clip(src, 0, last), axis=2))
-                continue
-            # A continuous shift (samples, |shift| < max_shift) of the whole candidate, read by
-            # linear interpolation: differentiable in the shift, so the encoder can learn to move
-            # the copied beat to where the next one will be (heart-rate variability).
-            d = self.max_shift * ops.tanh(shift[:, :, k - 1 : k])  # (B, K, 1)
-            pos = ops.clip(ops.cast(src, d.dtype) + d, 0.0, float(last))
-            lo = ops.floor(pos)
-            frac = pos - lo
-            i0 = ops.cast(lo, "int32")
-            i1 = ops.minimum(i0 + 1, last)
-            v0 = ops.take_along_axis(s, i0, axis=2)
-            v1 = ops.take_along_axis(s, i1, axis=2)
-            cands.append(v0 + frac * (v1 - v0))  # (B, K, H)
+                pos = t_k + ops.mod(self.input_steps - t_last + h, p)
+            pos = ops.cast(pos, s.dtype)
+            if shift is not None:
+                # A continuous shift (samples, |shift| < max_shift) of the whole candidate:
+                # differentiable in the shift, so the encoder can learn to move the copied beat to
+                # where the next one will be (heart-rate variability).
+                pos = pos + self.max_shift * ops.tanh(shift[:, :, k - 1 : k])  # (B, K, H)
+            cand = _read(s, pos)  # (B, K, H)
+            if self.level_decay > 0:
+                # The copy continues from the sample before its first one; where that sample
+                # differs from the last observed one (baseline wander, a beat of other amplitude),
+                # move the copy by the difference, fading over `level_decay` samples.
+                gap = s[:, :, -1:] - _read(s, pos[:, :, :1] - 1.0)  # (B, K, 1)
+                fade = ops.exp(-ops.cast(h, s.dtype) / self.level_decay)  # (H,)
+                cand = cand + gap * fade
+            cands.append(cand)
         out = ops.stack(cands, axis=-1)  # (B, K, H, N)
         return ops.transpose(out, (0, 2, 1, 3))  # (B, H, K, N)
+
+    def _matched_lags(self, s, p):
+        """Sub-sample lag of each candidate, matched by correlation: N tensors `(B, K, 1)`.
+
+        Candidate k's lag is the best-correlating lag (last `match_steps` samples against their
+        lagged copy) within a quarter period of `lag_{k-1} + p`, refined between samples by a
+        parabola through the correlations at the best lag and its neighbours. Chaining from the
+        previous lag follows beat-to-beat drift; the sub-sample lag stops the copies of older
+        cycles drifting by k times the rounding of the period. Past the oldest lag the window
+        holds, a candidate repeats the previous lag.
+        """
+        s = ops.stop_gradient(s)
+        r = _lag_correlation(s, self._match)  # (B, K, M), lags min_lag - 1 ..
+        n_lags = self._match.shape[0]
+        lags = ops.cast(ops.arange(n_lags) + (self.min_lag - 1), s.dtype)  # (M,)
+        inner = ops.logical_and(ops.arange(n_lags) > 0, ops.arange(n_lags) < n_lags - 1)
+        pf = ops.cast(p, s.dtype)  # (B, K, 1)
+        reach = ops.maximum(ops.floor(pf / 4.0), 1.0)
+        low = ops.full_like(r, -3.0)
+        prev = ops.zeros_like(pf)
+        out = []
+        for _ in range(self.n_candidates):
+            centre = prev + pf
+            near = ops.logical_and(ops.abs(lags - centre) <= reach, inner)  # (B, K, M)
+            # Ties (a flat window correlates 0 everywhere) go to the lag nearest the centre.
+            score = r - 1e-6 * ops.abs(lags - centre)
+            i = ops.expand_dims(ops.argmax(ops.where(near, score, low), axis=-1), -1)  # (B,K,1)
+            i = ops.clip(ops.cast(i, "int32"), 1, n_lags - 2)
+            r0 = ops.take_along_axis(r, i, axis=-1)
+            rm = ops.take_along_axis(r, i - 1, axis=-1)
+            rp = ops.take_along_axis(r, i + 1, axis=-1)
+            curve = rm - 2.0 * r0 + rp
+            concave = curve < -_EPS
+            delta = ops.where(concave, 0.5 * (rm - rp) / ops.where(concave, curve, -1.0), 0.0)
+            lag = ops.take(lags, i) + ops.clip(delta, -0.5, 0.5)
+            lag = ops.where(ops.any(near, axis=-1, keepdims=True), lag, prev if out else pf)
+            out.append(lag)
+            prev = lag
+        return out
 
     def _peak_starts(self, s, p):
         """Sample index of the last peak and of the peak about k periods before it, k = 1..N.
@@ -260,7 +361,8 @@ class CycleCandidates(layers.Layer):
         return {**super().get_config(), "horizon": self.horizon, "min_lag": self.min_lag,
                 "max_lag": self.max_lag, "steps": self.steps, "n_candidates": self.n_candidates,
                 "target_positions": self.target_positions, "max_shift": self.max_shift,
-                "align": self.align}
+                "align": self.align, "match_steps": self.match_steps,
+                "level_decay": self.level_decay}
 
 
 @keras.saving.register_keras_serializable(package="pulsecast")
@@ -319,3 +421,21 @@ class AdaptiveCycleMix(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "blocks": self.blocks}
+
+
+@keras.saving.register_keras_serializable(package="pulsecast")
+class CycleMedian(layers.Layer):
+    """Median of the candidates: `(B, H, K, N)` -> `(B, H, K)`. No weights.
+
+    The MAE-optimal point forecast under beat-timing jitter: one copy whose beat came early or
+    late, or an ectopic beat among the copies, moves a median less than a mean. Even N averages
+    the two middle candidates.
+    """
+
+    def call(self, cands):
+        n = int(cands.shape[-1])
+        ranked = ops.sort(cands, axis=-1)
+        return 0.5 * (ranked[..., (n - 1) // 2] + ranked[..., n // 2])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])

@@ -30,7 +30,7 @@ WEIGHTLESS = frozenset(
         "Activation", "OrderedQuantiles", "Concatenate", "Add", "Permute", "Identity",
         "GaussianNoise", "Lambda", "AveragePooling1D", "Cropping1D",
         # models.cycle: per-window scaling and the in-graph period search own no weights
-        "WindowScale", "WindowUnscale", "CycleCandidates",
+        "WindowScale", "WindowUnscale", "CycleCandidates", "CycleMedian",
     }
 )
 

@@ -14,8 +14,8 @@ from typing import Any
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
 HEADS: tuple[str, ...] = ("direct", "cycle_residual")
-CYCLE_MIXES: tuple[str, ...] = ("static", "adaptive")
-CYCLE_ALIGNS: tuple[str, ...] = ("period", "peak")
+CYCLE_MIXES: tuple[str, ...] = ("static", "adaptive", "median")
+CYCLE_ALIGNS: tuple[str, ...] = ("period", "peak", "lag")
 
 
 class SpecError(ValueError):
@@ -43,15 +43,24 @@ class ModelSpec:
       core, all in per-window scaled units; see `models.cycle`). Not for `seq2seq`.
     - `cycle_mix`: how the cycle head weights its candidates: `static` (one learned weight per
       horizon step, target and candidate) or `adaptive` (a softmax over the candidates whose
-      logits the core predicts per window, for each of `mix_blocks` blocks of horizon steps).
+      logits the core predicts per window, for each of `mix_blocks` blocks of horizon steps)
+      or `median` (no weights: the median of the candidates, robust to one odd beat).
     - `max_shift_steps`: > 0 lets the core shift each candidate by up to this many samples
       (continuous, linear interpolation) to line its beats up with the coming ones; 0 = off.
     - `residual_dropout`: dropout on the cycle head's residual features while training (keeps the
       residual from leaning on features that do not carry over to other records); 0 = off.
     - `period_search_steps`: how many of the last samples the period search correlates with
       their lagged copies; longer averages over beat-to-beat variation (0 = `max_period_steps`).
-    - `cycle_align`: `period` (candidate k starts k periods back) or `peak` (candidate k is the
-      beat around the k-th last peak, read at the phase the forecast has after the last peak).
+    - `cycle_align`: `period` (candidate k starts k periods back), `peak` (candidate k is the
+      beat around the k-th last peak, read at the phase the forecast has after the last peak) or
+      `lag` (candidate k copies from the sub-sample lag near k periods where the last
+      `match_steps` samples correlate best: follows beat-to-beat drift without a peak detector).
+    - `match_steps`: samples the `lag` alignment correlates (about half a beat: the shape just
+      before the forecast origin).
+    - `residual`: False leaves the core's residual out: the head is then the candidates' mix
+      alone (with `cycle_mix = "adaptive"` the core still picks the mix weights).
+    - `level_decay_steps`: > 0 moves each candidate by the gap between the last observed sample
+      and the sample before the copied one, fading as exp(-h / level_decay_steps); 0 = off.
     - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
       context for the cycle search at a fraction of the recurrent cost); 1 = no pooling.
     - `target_positions`: where each target sits among the input channels (the cycle head reads
@@ -80,6 +89,9 @@ class ModelSpec:
     cycle_align: str = "period"
     period_search_steps: int = 0
     residual_dropout: float = 0.0
+    match_steps: int = 60
+    level_decay_steps: int = 0
+    residual: bool = True
     target_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -125,13 +137,16 @@ class ModelSpec:
         search = self.period_search_steps
         if isinstance(search, bool) or not isinstance(search, int) or search < 0:
             raise SpecError(f"period_search_steps must be an integer >= 0, got {search!r}")
-        shift = self.max_shift_steps
-        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-            raise SpecError(f"max_shift_steps must be an integer >= 0, got {shift!r}")
+        for name in ("max_shift_steps", "level_decay_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(self.residual, bool):
+            raise SpecError(f"residual must be true or false, got {self.residual!r}")
         if self.mix_blocks > self.horizon:
             raise SpecError(f"mix_blocks must be <= horizon={self.horizon}, got {self.mix_blocks}")
         for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps",
-                     "mix_blocks"):
+                     "mix_blocks", "match_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be an integer >= 1, got {value!r}")
@@ -170,6 +185,11 @@ class ModelSpec:
             raise SpecError(
                 f"period_search_steps must be <= input_steps - max_period_steps - 1 = {longest}, "
                 f"got {self.period_search_steps}"
+            )
+        if self.cycle_align == "lag" and not 2 <= self.match_steps <= longest:
+            raise SpecError(
+                f"match_steps must be in [2, input_steps - max_period_steps - 1 = {longest}], "
+                f"got {self.match_steps}"
             )
 
     @property

@@ -11,11 +11,13 @@ from models.architectures import build_model  # noqa: E402
 from models.cycle import (  # noqa: E402
     AdaptiveCycleMix,
     CycleCandidates,
+    CycleMedian,
     CycleMix,
     WindowScale,
     WindowUnscale,
     period_search_indices,
 )
+from models.normalization import NormStats  # noqa: E402
 from models.params import check  # noqa: E402
 from models.spec import ModelSpec, SpecError, model_spec_from_config  # noqa: E402
 from pipelines.baselines import estimate_periods  # noqa: E402
@@ -203,7 +205,8 @@ def test_adaptive_and_shifted_cycle_heads_check_save_and_start_as_the_mean(tmp_p
 
 
 def test_unknown_cycle_mix_and_negative_shift_are_refused_naming_the_value() -> None:
-    with pytest.raises(SpecError, match="cycle_mix must be one of static, adaptive, got 'soft'"):
+    with pytest.raises(SpecError,
+                       match="cycle_mix must be one of static, adaptive, median, got 'soft'"):
         _spec(cycle_mix="soft")
     with pytest.raises(SpecError, match="max_shift_steps must be an integer >= 0, got -1"):
         _spec(max_shift_steps=-1)
@@ -236,3 +239,100 @@ def test_a_period_search_longer_than_the_window_allows_is_refused_with_the_limit
     with pytest.raises(SpecError, match="period_search_steps must be <= input_steps - "
                                         "max_period_steps - 1 = 279, got 300"):
         _spec(period_search_steps=300)
+
+
+def test_lag_aligned_candidates_read_a_non_integer_period_between_samples() -> None:
+    # A period of 40.4 samples: whole-sample copies k periods back drift by 0.4 k samples,
+    # the sub-sample lags found by correlation do not.
+    period, steps, horizon = 40.4, 400, 60
+    series = _wave(steps + horizon, period)
+    x, y = series[None, :steps, None].astype("float32"), series[steps:]
+    err = {}
+    for align in ("period", "lag"):
+        c = np.asarray(CycleCandidates(horizon, 20, 100, 100, n_candidates=4, align=align,
+                                       match_steps=30)(x))
+        err[align] = np.abs(c[0, :, 0, :] - y[:, None]).mean()
+    assert err["lag"] < 0.5 * err["period"]
+    assert err["lag"] < 0.02
+
+
+def test_lag_aligned_candidates_equal_period_ones_on_a_whole_sample_period() -> None:
+    # (to the parabola's sub-sample rounding: a hundredth of the wave's amplitude)
+    periodic = _wave(300, 40)[None, :, None].astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(CycleCandidates(60, 20, 100, 100, n_candidates=3, align="lag")(periodic)),
+        np.asarray(CycleCandidates(60, 20, 100, 100, n_candidates=3)(periodic)), atol=1e-2)
+
+
+def test_the_level_correction_closes_the_gap_at_the_origin_and_fades() -> None:
+    # The last 10 samples sit 1.0 higher than the cycle they repeat (a baseline step): the
+    # corrected copy starts 1.0 higher and fades back towards the plain copy.
+    series = _wave(300, 40)
+    series[-10:] += 1.0
+    x = series[None, :, None].astype("float32")
+    plain = np.asarray(CycleCandidates(80, 20, 100, 100, n_candidates=1)(x))[0, :, 0, 0]
+    moved = np.asarray(CycleCandidates(80, 20, 100, 100, n_candidates=1,
+                                       level_decay=10.0)(x))[0, :, 0, 0]
+    np.testing.assert_allclose(moved - plain, np.exp(-np.arange(80) / 10.0), atol=1e-4)
+    periodic = _wave(300, 40)[None, :, None].astype("float32")
+    np.testing.assert_allclose(  # no gap, no change
+        np.asarray(CycleCandidates(80, 20, 100, 100, level_decay=10.0)(periodic)),
+        np.asarray(CycleCandidates(80, 20, 100, 100)(periodic)), atol=1e-5)
+
+
+def test_the_median_mix_takes_the_middle_candidate_and_ignores_one_odd_beat() -> None:
+    cands = np.zeros((1, 2, 1, 5), dtype="float32")
+    cands[..., :] = [1.0, 2.0, 3.0, 4.0, 100.0]
+    np.testing.assert_allclose(np.asarray(CycleMedian()(cands)), [[[3.0], [3.0]]])
+    np.testing.assert_allclose(np.asarray(CycleMedian()(cands[..., :4])), [[[2.5], [2.5]]])
+
+
+def test_a_lag_aligned_median_head_checks_saves_and_starts_as_the_cycle(tmp_path) -> None:
+    model = build_model(_spec(cycle_align="lag", match_steps=30, cycle_mix="median",
+                              level_decay_steps=10))
+    rows = {r.name: r for r in check(model)}
+    assert rows["cycle_mix"].expected == 0
+    series = 80.0 + 20.0 * _wave(450, 50)
+    x = series[None, :400, None].astype("float32")
+    out = np.asarray(model(x)["forecast"])
+    np.testing.assert_allclose(out[0, :, 0], series[400:], atol=0.2)  # 1% of the amplitude
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x)["forecast"]), out, atol=1e-5)
+
+
+def test_a_lag_match_longer_than_the_window_allows_is_refused_with_the_limit() -> None:
+    with pytest.raises(SpecError, match=r"match_steps must be in \[2, input_steps - "
+                                        r"max_period_steps - 1 = 279\], got 300"):
+        _spec(cycle_align="lag", match_steps=300)
+    with pytest.raises(SpecError, match="level_decay_steps must be an integer >= 0, got -1"):
+        _spec(level_decay_steps=-1)
+
+
+def test_a_head_without_residual_is_the_mix_of_the_candidates_alone() -> None:
+    model = build_model(_spec(cycle_align="lag", match_steps=30, cycle_mix="adaptive",
+                              mix_blocks=5, residual=False))
+    names = {r.name for r in check(model)}
+    assert "residual_head" not in names
+    assert "cycle_mix_logits" in names
+    series = 80.0 + 20.0 * _wave(450, 50)
+    out = np.asarray(model(series[None, :400, None].astype("float32"))["forecast"])
+    np.testing.assert_allclose(out[0, :, 0], series[400:], atol=0.2)
+    flat = np.full((1, 400, 1), -17.6, dtype="float32")  # a transducer off: stays flat, exactly
+    np.testing.assert_allclose(np.asarray(model(flat)["forecast"]), -17.6, atol=1e-4)
+    plain = build_model(_spec(cycle_align="lag", match_steps=30, cycle_mix="median",
+                              residual=False))
+    assert not plain.trainable_weights  # the lag-aligned median alone: nothing to learn
+    with pytest.raises(SpecError, match="residual must be true or false, got 'no'"):
+        _spec(residual="no")
+
+
+def test_the_cycle_head_returns_a_copied_sample_unchanged_whatever_the_target_stats() -> None:
+    # Input and target statistics differ a little in practice (other windows); the cycle head
+    # copies input samples, so a periodic wave far from the mean must come back unchanged.
+    stats = NormStats(input_mean=(90.0,), input_std=(20.0,), target_mean=(95.0,),
+                      target_std=(25.0,))
+    model = build_model(_spec(cycle_mix="median", residual=False), stats)
+    series = -20.0 + 10.0 * _wave(450, 50)
+    out = np.asarray(model(series[None, :400, None].astype("float32"))["forecast"])
+    np.testing.assert_allclose(out[0, :, 0], series[400:], atol=1e-3)
