@@ -221,6 +221,8 @@ def test_a_running_server_swaps_to_the_retrained_version_and_back_without_a_fail
         server.stop()
     assert failures == []
     assert not np.allclose(v2, v1)
-    np.testing.assert_allclose(v3, v1, rtol=1e-6)  # the rollback serves version 1's model
+    # the rollback serves version 1's model; float32 tolerance: concurrent requests may share a
+    # batch (automatic batching), which changes the summation order, not the model
+    np.testing.assert_allclose(v3, v1, rtol=1e-5, atol=1e-6)
     meta = json.loads((world.store / "tiny" / "3" / "assets.extra" / "pulsecast.json").read_text())
     assert meta["rolled_back_from"] == 1 and meta["parent_version"] == 1 and "retrain" not in meta
