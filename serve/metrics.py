@@ -108,17 +108,17 @@ class ServingMetrics:
         if route in ("predict", "classify", "regress", "forecast", "infer", "metadata", "status"):
             self._tf.observe(model, route, status_name, latency_s * 1e6, entrypoint, ok)
         self._http.labels(model, route, str(http_status)).observe(latency_s)
-        with self._lock:
-            self._total += 1
-            self._errors += not ok
-            if len(self._window) < 100_000:
-                self._window.append(latency_s)
+        self._summarize(ok, latency_s)
 
     def observe_grpc(self, model: str, api: str, status_name: str, latency_s: float) -> None:
         """Record one gRPC call (`api` is the RPC: Predict, Classify, ...) in the TF Serving
         metrics with `entrypoint="GRPC"`, and in the logged summary."""
         ok = status_name == "OK"
         self._tf.observe(model, api, status_name, latency_s * 1e6, "GRPC", ok)
+        self._summarize(ok, latency_s)
+
+    def _summarize(self, ok: bool, latency_s: float) -> None:
+        """Count one request for the periodic log summary (`take_summary`)."""
         with self._lock:
             self._total += 1
             self._errors += not ok
