@@ -21,6 +21,10 @@ mimicdb/03700181, mimic2wdb/s25047 (ABP in its last 13 min) and icu-flac/mixedsi
 mimicdb/03700181 and icu-flac/mixedsignals (the only waveform RESP records long enough for a 35 s
 window; the goal of skill >= 0.2 is set for ecg and abp, resp is reported alongside).
 
+Each real evaluation runs twice: under the recipe's `[evaluate] max_still_fraction` (windows of a
+flat line or a calibration square wave left out, for the model and the baselines alike; "left
+out" counts them) and with `--max-still-fraction 1` (every window, "PhysioNet, every window").
+
 Prints a table (skill = 1 - MAE_model / MAE_best_baseline with the patient-bootstrap 95% CI; the
 goal of issue 4 is skill >= 0.2) and then one JSON line with every figure.
 """
@@ -80,6 +84,7 @@ def skill_row(label: str, result: dict) -> dict:
         "where": label,
         "n_patients": result["n_patients"],
         "n_windows": result["n_windows"],
+        "n_windows_excluded": result.get("n_windows_excluded", 0),
         "model_mae": result["model"]["mae"],
         "best_baseline": best,
         "baseline_mae": result["baselines"][best]["mae"],
@@ -105,11 +110,14 @@ def run_recipe(name: str, work: Path, physionet: Path, config_dir: Path) -> dict
     copy_records(physionet, REAL_RECORDS[name], real_raw)
     pulsecast("ingest", "--raw", str(real_raw), "--dataset", str(real_ds), "--channels", channel,
               "--fs", str(fs))
-    real = last_json(pulsecast("evaluate", "--model-name", name, "--model-store", str(store),
-                               "--version", str(trained["version"]), "--dataset", str(real_ds),
-                               "--split", "all", "--json",
-                               "--out", str(work / f"eval_real_{name}")))
-    rows.append(skill_row("PhysioNet (unseen)", real))
+    for label, rule in (("PhysioNet (unseen)", ()),
+                        ("PhysioNet, every window", ("--max-still-fraction", "1"))):
+        out = work / f"eval_real_{name}{'_all' if rule else ''}"
+        real = last_json(pulsecast("evaluate", "--model-name", name, "--model-store", str(store),
+                                   "--version", str(trained["version"]), "--dataset",
+                                   str(real_ds), "--split", "all", "--json", *rule,
+                                   "--out", str(out)))
+        rows.append(skill_row(label, real))
     return {"recipe": name, "version": trained["version"], "train_s": round(train_s, 1),
             "rows": rows}
 
@@ -139,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_recipe(name, work, args.physionet, args.config_dir.resolve())
                for name in args.recipes.split(",")]
 
-    header = f"{'recipe':<6} {'evaluated on':<24} {'pts':>3} {'windows':>7} {'MAE':>8} " \
-             f"{'best baseline':<18} {'skill':>6}  95% CI"
+    header = f"{'recipe':<6} {'evaluated on':<24} {'pts':>3} {'windows':>7} {'left out':>8} " \
+             f"{'MAE':>8} {'best baseline':<18} {'skill':>6}  95% CI"
     print(header)
     print("-" * len(header))
     for res in results:
@@ -148,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             lo, hi = r["skill_ci95"]
             base = f"{r['best_baseline']} {r['baseline_mae']:.4g}"
             print(f"{res['recipe']:<6} {r['where']:<24} {r['n_patients']:>3} {r['n_windows']:>7} "
-                  f"{r['model_mae']:>8.4g} {base:<18} {r['skill']:>6.3f}  [{lo:.3f}, {hi:.3f}]")
+                  f"{r['n_windows_excluded']:>8} {r['model_mae']:>8.4g} {base:<18} "
+                  f"{r['skill']:>6.3f}  [{lo:.3f}, {hi:.3f}]")
     times = ", ".join(f"{res['recipe']} {res['train_s']} s" for res in results)
     print(f"(train times: {times}; work folder {work})")
     print(json.dumps({"bench": "accuracy", "work": str(work), "results": results}))

@@ -10,6 +10,7 @@ fitted on the train split of the dataset being scored, as before.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def version_ridge(meta: dict, spec: WindowSpec, cfg: EvalConfig,
 
 
 def evaluate_version(model_store: Path, model_name: str, version: int | None, dataset_dir: Path,
-                     split: str, out_dir: Path | None) -> tuple[dict, Path]:
+                     split: str, out_dir: Path | None,
+                     max_still_fraction: float | None = None) -> tuple[dict, Path]:
     from models import store
 
     base = store.model_base_path(model_store, model_name)
@@ -97,6 +99,9 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     vdir = store.version_path(base, version)
     meta = store.read_metadata(vdir)
     recipe = parse_recipe(meta["config"])
+    if max_still_fraction is not None:  # an override of the version's own rule
+        recipe = dataclasses.replace(recipe, evaluate=dataclasses.replace(
+            recipe.evaluate, max_still_fraction=max_still_fraction))
     dataset = load_dataset(dataset_dir)
     spec = WindowSpec(input_steps=meta["input_steps"], horizon=meta["horizon"],
                       stride=recipe.window.stride, inputs=tuple(meta["channels"]),

@@ -191,6 +191,8 @@ class Evaluation:
     n_bootstrap: int
     seed: int
     quantile_metrics: Mapping[str, object] = field(default_factory=dict)
+    n_windows_excluded: int = 0  # left out as flat or stepped (EvalConfig.max_still_fraction)
+    max_still_fraction: float = 1.0
 
     def to_dict(self) -> dict:
         """Plain JSON types; NaN (a metric with no known value) becomes None (null)."""
@@ -207,6 +209,8 @@ class Evaluation:
                 "n_patients": self.n_patients,
                 "n_bootstrap": self.n_bootstrap,
                 "seed": self.seed,
+                "n_windows_excluded": self.n_windows_excluded,
+                "max_still_fraction": self.max_still_fraction,
             }
         )
 
@@ -292,7 +296,10 @@ def render_markdown(result: Evaluation, title: str = "Evaluation") -> str:
     lines = [
         f"# {title}",
         "",
-        f"{result.n_windows} windows from {result.n_patients} patients.",
+        f"{result.n_windows} windows from {result.n_patients} patients."
+        + (f" {result.n_windows_excluded} more left out as flat or stepped (a target still on "
+           f"more than {result.max_still_fraction:g} of its steps: flat line, calibration)."
+           if result.n_windows_excluded else ""),
         "",
         "| forecaster | MAE | RMSE | MAE first step | MAE last step |",
         "|---|---|---|---|---|",

@@ -15,9 +15,12 @@ A row of the manifest carries `quality`, the comma-joined flags below ("" when c
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+_STILL_BLOCK = 2048  # windows per block in window_still_fraction
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,32 @@ def compute_quality(
         # One contiguous copy per column: cheaper than several strided passes over (time, channels).
         flags.extend(channel_flags(np.ascontiguousarray(signal[:, j]), name, fs, rules))
     return tuple(flags)
+
+
+def window_still_fraction(windows: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """Per window, the largest over channels of the fraction of sample-to-sample steps that do
+    not move: `(n, time, channels)` -> `(n,)` in [0, 1].
+
+    A step is still when |x[t+1] - x[t]| <= `tol` x the channel's range within that window; a
+    channel constant over the window is 1.0, a step touching NaN is not still. Physiological
+    waveforms move almost every sample (at most ~0.3 on the shared PhysioNet ECG, ABP and RESP
+    records); a flat line or a transducer's calibration square wave (a few levels held for
+    several samples each) is still most of the time. Window-level: `compute_quality` flags whole
+    rows, and a flushed or re-zeroed arterial line is a few minutes of an otherwise good row.
+    """
+    if windows.ndim != 3:
+        raise ValueError(f"windows must be (n, time, channels), got shape {windows.shape}")
+    if windows.shape[1] < 2:
+        raise ValueError(f"windows need >= 2 time steps for a step, got {windows.shape[1]}")
+    out = np.zeros(len(windows))
+    for i in range(0, len(windows), _STILL_BLOCK):  # bounded temporaries on 20k long windows
+        x = windows[i : i + _STILL_BLOCK]
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel
+            span = np.nanmax(x, axis=1) - np.nanmin(x, axis=1)  # (b, channels)
+        limit = (tol * span)[:, None, :]
+        with np.errstate(invalid="ignore"):
+            frac = (np.abs(np.diff(x, axis=1)) <= limit).mean(axis=1)  # (b, channels)
+        frac[~(span > 0)] = 1.0  # constant (or all-NaN) over the window
+        out[i : i + len(x)] = frac.max(axis=1)
+    return out

@@ -148,3 +148,71 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
     assert result["baselines"]["ridge_ar"]["mae"] == pytest.approx(mae, rel=1e-3)
     assert {"model", "baselines", "best_baseline", "skill_mae_vs_best_baseline", "skill_ci95",
             "n_windows", "n_patients", "version", "split"} <= set(result)
+
+    # The recipe keeps every window (no max_still_fraction); --max-still-fraction overrides it.
+    cal = _calibrated(unseen, tmp_path / "cal", 1)
+    counts = {}
+    for rule in ((), ("--max-still-fraction", "0.5")):
+        assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store),
+                     "--dataset", str(cal), "--split", "all", "--json", *rule,
+                     "--out", str(tmp_path / f"ev{len(rule)}")]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        counts[rule] = (out["n_windows"], out["n_windows_excluded"])
+    (n_all, none_out), (n_kept, left_out) = counts.values()
+    assert none_out == 0 and left_out > 0 and n_kept + left_out == n_all
+
+
+def _calibrated(unseen: Path, out: Path, n_records: int | None) -> Path:
+    """A copy of `unseen` whose first `n_records` records (all: None) hold a calibration square
+    wave (two levels, four samples each) instead of their signal."""
+    shutil.copytree(unseen, out)
+    ds = load_dataset(out)
+    ids = list(ds.manifest["record_id"])[:n_records]
+    for rid in ids:
+        path = out / "signals" / f"{rid}.npy"
+        sig = np.load(path)
+        square = np.where((np.arange(len(sig)) // 4) % 2 == 0, 1.0, -1.0).astype(sig.dtype)
+        sig[:] = square[:, None]
+        np.save(path, sig)
+    return out
+
+
+def test_flat_or_stepped_windows_are_left_out_and_counted(datasets, tmp_path):
+    from pipelines.evaluate import evaluate_forecaster
+    from pipelines.metrics import render_markdown
+
+    _, unseen = datasets
+    ds = load_dataset(_calibrated(unseen, tmp_path / "cal", 1))
+    square_patient = ds.manifest["patient_id"].iloc[0]
+    every = load_eval_windows(ds, SPEC, "all", CFG.max_windows)
+    kept = load_eval_windows(ds, SPEC, "all", CFG.max_windows, max_still_fraction=0.5)
+    assert every.n_excluded == 0 and kept.n_excluded > 0
+    assert len(kept.x) + kept.n_excluded == len(every.x)
+    assert square_patient in set(every.patient_ids)
+    assert square_patient not in set(kept.patient_ids)
+
+    cfg = EvalConfig(ridge_lags=16, max_windows=400, n_boot=20, max_still_fraction=0.5)
+
+    def persistence(x):
+        return {"forecast": np.repeat(x[:, -1:, :], SPEC.horizon, axis=1)}
+
+    result, _ = evaluate_forecaster(persistence, ds, SPEC, cfg, split="all")
+    assert result.n_windows == len(kept.x)
+    assert result.to_dict()["n_windows_excluded"] == kept.n_excluded
+    assert result.to_dict()["max_still_fraction"] == 0.5
+    assert f"{kept.n_excluded} more left out as flat or stepped" in render_markdown(result)
+
+
+def test_a_split_with_only_flat_or_stepped_windows_says_so(datasets, tmp_path):
+    _, unseen = datasets
+    ds = load_dataset(_calibrated(unseen, tmp_path / "cal", None))
+    with pytest.raises(ValueError, match=r"max_still_fraction=0.5 .* nothing to score"):
+        load_eval_windows(ds, SPEC, "all", CFG.max_windows, max_still_fraction=0.5)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_max_still_fraction_outside_zero_one_is_refused_by_name(bad):
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"max_still_fraction must be in \(0, 1\], got {bad}"):
+        EvalConfig(max_still_fraction=bad)

@@ -11,6 +11,7 @@ from pipelines.quality import (
     _still_steps,
     compute_quality,
     nan_fraction,
+    window_still_fraction,
 )
 
 FS = 125.0
@@ -141,3 +142,33 @@ def test_float32_steps_and_thresholds_are_judged_exactly_as_in_float64() -> None
         for value in rng.choice(x64, 5) + limit * rng.choice([-1.0, 0.0, 1.0], 5):
             assert ((x >= _float_at_or_above(value, x.dtype)) == (x64 >= value)).all()
             assert ((x <= _float_at_or_below(value, x.dtype)) == (x64 <= value)).all()
+
+
+def _square_wave(n: int, held: int = 4) -> np.ndarray:
+    """A transducer's calibration signal: two levels, each held `held` samples."""
+    return np.where((np.arange(n) // held) % 2 == 0, -24.0, -72.0)
+
+
+def test_moving_waveforms_are_almost_never_still_and_flat_or_stepped_ones_mostly_are() -> None:
+    t = np.arange(1125) / 125.0
+    sine = np.sin(2 * np.pi * 1.2 * t)
+    windows = np.stack([sine, np.full_like(t, 80.0), _square_wave(len(t))])[..., None]
+    frac = window_still_fraction(windows.astype(np.float32))
+    assert frac[0] < 0.05
+    assert frac[1] == 1.0  # constant over the window
+    assert frac[2] == pytest.approx(3 / 4, abs=0.01)  # 3 of every 4 steps hold the level
+
+
+def test_the_stillest_channel_decides_and_a_step_into_a_gap_is_not_still() -> None:
+    t = np.arange(200) / 125.0
+    both = np.stack([np.sin(2 * np.pi * t), _square_wave(200)], axis=-1)[None]  # (1, 200, 2)
+    assert window_still_fraction(both)[0] == pytest.approx(window_still_fraction(both[..., 1:])[0])
+    gappy = np.array([[[1.0], [1.0], [np.nan], [1.0], [2.0]]])
+    assert window_still_fraction(gappy)[0] == pytest.approx(1 / 4)  # only 1.0 -> 1.0 holds
+
+
+def test_window_still_fraction_names_a_bad_shape() -> None:
+    with pytest.raises(ValueError, match=r"\(n, time, channels\), got shape \(5, 3\)"):
+        window_still_fraction(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="got 1"):
+        window_still_fraction(np.zeros((5, 1, 2)))
