@@ -57,6 +57,48 @@ class OrderedQuantiles(layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package="pulsecast")
+class AnchorLast(layers.Layer):
+    """`[y, z]` -> y + the last step of z's `positions` channels, broadcast over y's horizon.
+
+    y `(B, H, K)` or `(B, H, K, Q)` (standardized change from the last value), z `(B, T, C)` the
+    standardized input. No weights.
+    """
+
+    def __init__(self, positions, **kwargs):
+        super().__init__(**kwargs)
+        self.positions = [int(p) for p in positions]
+
+    def call(self, inputs):
+        y, z = inputs
+        last = ops.expand_dims(ops.take(z[:, -1, :], self.positions, axis=1), 1)  # (B, 1, K)
+        if len(y.shape) == 4:
+            last = ops.expand_dims(last, -1)  # (B, 1, K, 1)
+        return y + last
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "positions": self.positions}
+
+
+def _targets_in_input_units(spec: ModelSpec, stats: NormStats) -> NormStats:
+    """`stats` whose target statistics are the input statistics of the target channels.
+
+    A forecast built from the targets' own past (copied cycles, the last value) is in their
+    *input* standardized units, so it goes back to physical units with the input statistics.
+    The target statistics (over the target windows) differ slightly, and mapping a copied sample
+    back with them moves it by (x - mean) * (std_t / std_in - 1) + (mean_t - mean_in).
+    """
+    positions = spec.targets_in_inputs
+    return dataclasses.replace(
+        stats,
+        target_mean=tuple(stats.input_mean[i] for i in positions),
+        target_std=tuple(stats.input_std[i] for i in positions),
+    )
+
+
 def _recurrent_layer(spec: ModelSpec, units: int, name: str, **kwargs) -> layers.Layer:
     """One recurrent layer of `spec.arch` (seq2seq layers are LSTMs)."""
     common = dict(dropout=spec.dropout, name=name, **kwargs)
@@ -104,23 +146,35 @@ def _direct_core(spec: ModelSpec, z):
     return z
 
 
-def _direct_heads(spec: ModelSpec, z, stats: NormStats) -> dict:
-    """(B, h) -> forecast (B, H, K) [+ quantiles (B, H, K, Q)]: all horizon steps at once."""
+def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None) -> dict:
+    """(B, h) -> forecast (B, H, K) [+ quantiles (B, H, K, Q)]: all horizon steps at once.
+
+    With `spec.anchor == "last"`, `inputs` (the standardized window `(B, T, C)`) gives the last
+    observed value of each target, which the heads' outputs are added to (`AnchorLast`).
+    """
     h, k = spec.horizon, spec.n_targets
-    y = layers.Dense(h * k, name="head")(z)  # (B, H*K)
+    anchored = spec.anchor == "last"
+    if anchored:
+        stats = _targets_in_input_units(spec, stats)
+    init = "zeros" if anchored else "glorot_uniform"  # anchored: start as persistence
+    y = layers.Dense(h * k, kernel_initializer=init, name="head")(z)  # (B, H*K)
     y = layers.Reshape((h, k), name="head_reshape")(y)  # (B, H, K)
+    if anchored:
+        y = AnchorLast(spec.targets_in_inputs, name="anchor_last")([y, inputs])
     outputs = {"forecast": make_output_denormalizer(stats, name="forecast")(y)}
     if spec.probabilistic:
         n_q = len(spec.quantiles)
         q = layers.Dense(h * k * n_q, name="quantile_head")(z)  # (B, H*K*Q)
         q = layers.Reshape((h, k, n_q), name="quantile_reshape")(q)  # (B, H, K, Q)
+        q = OrderedQuantiles(name="quantile_order")(q)
+        if anchored:  # one shift of all quantiles: the order holds
+            q = AnchorLast(spec.targets_in_inputs, name="quantile_anchor_last")([q, inputs])
         outputs["quantiles"] = _quantile_output(q, stats)
     return outputs
 
 
 def _quantile_output(q, stats: NormStats):
-    """(B, H, K, Q) standardized scores -> ordered quantiles in physical units."""
-    q = OrderedQuantiles(name="quantile_order")(q)
+    """(B, H, K, Q) ordered standardized quantiles -> physical units."""
     # std > 0, so de-normalizing along the target axis keeps the order.
     return make_output_denormalizer(stats, name="quantiles", axis=2)(q)
 
@@ -153,7 +207,7 @@ def _seq2seq(spec: ModelSpec, z, stats: NormStats) -> dict:
         n_q = len(spec.quantiles)
         q = layers.Dense(k * n_q, name="quantile_head")(d)  # (B, H, K*Q)
         q = layers.Reshape((spec.horizon, k, n_q), name="quantile_reshape")(q)
-        outputs["quantiles"] = _quantile_output(q, stats)
+        outputs["quantiles"] = _quantile_output(OrderedQuantiles(name="quantile_order")(q), stats)
     return outputs
 
 
@@ -177,15 +231,7 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     h, k = spec.horizon, spec.n_targets
     positions = spec.targets_in_inputs
     steps = spec.max_period_steps
-    # The forecast is built from the target channels' own past, in their *input* standardized
-    # units, so it goes back to physical units with the input statistics of those channels. The
-    # target statistics (over the target windows) differ slightly, and mapping a copied sample
-    # back with them moves it by (x - mean) * (std_t / std_in - 1) + (mean_t - mean_in).
-    stats = dataclasses.replace(
-        stats,
-        target_mean=tuple(stats.input_mean[i] for i in positions),
-        target_std=tuple(stats.input_std[i] for i in positions),
-    )
+    stats = _targets_in_input_units(spec, stats)  # built from the targets' own past
     zs, loc, scale = WindowScale(steps, positions, name="window_scale")(z)  # (B, T, C)
     enc = zs
     if spec.encoder_pool > 1:
@@ -263,9 +309,9 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     elif spec.arch == "seq2seq":
         outputs = _seq2seq(spec, z, stats)
     elif spec.arch == "direct":
-        outputs = _direct_heads(spec, _direct_core(spec, z), stats)
+        outputs = _direct_heads(spec, _direct_core(spec, z), stats, z)
     else:
-        outputs = _direct_heads(spec, _stacked_core(spec, z), stats)
+        outputs = _direct_heads(spec, _stacked_core(spec, z), stats, z)
     suffix = "_cycle" if spec.head == "cycle_residual" else ""
     return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}{suffix}")
 
@@ -283,6 +329,8 @@ def stateful_refusal(spec: ModelSpec) -> str | None:
         return f"head {spec.head!r} has no stateful twin (only head 'direct')"
     if spec.bidirectional:
         return "bidirectional = true has no stateful twin (the backward pass reads the future)"
+    if spec.anchor != "none":
+        return f"anchor {spec.anchor!r} has no stateful twin (only anchor 'none')"
     return None
 
 

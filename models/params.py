@@ -31,6 +31,7 @@ WEIGHTLESS = frozenset(
         "GaussianNoise", "Lambda", "AveragePooling1D", "Cropping1D",
         # models.cycle: per-window scaling and the in-graph period search own no weights
         "WindowScale", "WindowUnscale", "CycleCandidates", "CycleMedian",
+        "AnchorLast",  # models.architectures: adds the last observed value
     }
 )
 

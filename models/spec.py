@@ -14,6 +14,7 @@ from typing import Any
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
 HEADS: tuple[str, ...] = ("direct", "cycle_residual")
+ANCHORS: tuple[str, ...] = ("none", "last")
 CYCLE_MIXES: tuple[str, ...] = ("static", "adaptive", "median")
 CYCLE_ALIGNS: tuple[str, ...] = ("period", "peak", "lag")
 
@@ -63,6 +64,9 @@ class ModelSpec:
       and the sample before the copied one, fading as exp(-h / level_decay_steps); 0 = off.
     - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
       context for the cycle search at a fraction of the recurrent cost); 1 = no pooling.
+    - `anchor`: `last` makes the direct head forecast the change from the last observed value of
+      each target (forecast = last value + head, the head's kernel starting at zero, so the
+      untrained model is persistence); for slow signals without cycles (numerics). `none` = off.
     - `target_positions`: where each target sits among the input channels (the cycle head reads
       the targets' own past); empty = the first `n_targets` channels.
     """
@@ -92,6 +96,7 @@ class ModelSpec:
     match_steps: int = 60
     level_decay_steps: int = 0
     residual: bool = True
+    anchor: str = "none"
     target_positions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -154,8 +159,14 @@ class ModelSpec:
             raise SpecError(
                 f"encoder_pool must be <= input_steps={self.input_steps}, got {self.encoder_pool}"
             )
+        if self.anchor not in ANCHORS:
+            raise SpecError(f"anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
+        if self.anchor != "none" and (self.head != "direct" or self.arch == "seq2seq"):
+            raise SpecError(f"anchor {self.anchor!r} applies to head 'direct' of a single-state "
+                            f"core, not head {self.head!r} with arch {self.arch!r}")
         positions = self.targets_in_inputs
-        checked = bool(self.target_positions) or self.head == "cycle_residual"
+        checked = (bool(self.target_positions) or self.head == "cycle_residual"
+                   or self.anchor != "none")
         valid = len(positions) == self.n_targets and all(
             0 <= p < self.n_channels for p in positions
         )
@@ -245,9 +256,10 @@ def model_spec_from_config(config: Mapping[str, Any]) -> ModelSpec:
     positions = tuple(list(inputs).index(t) for t in targets) if not missing else ()
     options = {key: (tuple(v) if isinstance(v, list) else v) for key, v in model.items()
                if key not in ("min_period_s", "max_period_s")}
-    if model.get("head") == "cycle_residual" and missing:
-        raise SpecError(f"head 'cycle_residual' needs every target among the inputs; {missing} "
-                        f"are not in {list(inputs)}")
+    for key, value in (("head", "cycle_residual"), ("anchor", "last")):
+        if model.get(key) == value and missing:
+            raise SpecError(f"{key} {value!r} needs every target among the inputs; {missing} "
+                            f"are not in {list(inputs)}")
     fs = float(config.get("data", {}).get("fs", 125.0))
     for key, field, rounding in (("min_period_s", "min_period_steps", math.floor),
                                  ("max_period_s", "max_period_steps", math.ceil)):

@@ -211,3 +211,67 @@ def test_an_exported_saved_model_returns_the_same_numbers(tmp_path: Path) -> Non
     for key in ("forecast", "quantiles"):
         np.testing.assert_allclose(served[key].numpy(), np.asarray(model(x)[key]),
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ("lstm", "gru", "direct"))
+def test_an_anchored_model_starts_as_persistence_in_physical_units(arch: str) -> None:
+    # Channels in different units, targets in another order than the inputs and target windows
+    # with statistics of their own: each forecast starts at its own channel's last value.
+    x = _x(64, 8, 3) * np.array([5.0, 1.0, 20.0], "float32") + np.array([80, 97, 70], "float32")
+    y = _x(64, 4, 2, seed=1) + 75.0
+    spec = ModelSpec(arch=arch, units=(6,), input_steps=8, horizon=4, n_channels=3, n_targets=2,
+                     target_positions=(2, 0), anchor="last", quantiles=(0.1, 0.5, 0.9))
+    model = build_model(spec, fit_norm_stats(x, y))
+    out = model(x)
+    last = x[:, -1:, [2, 0]]  # (B, 1, K)
+    np.testing.assert_allclose(np.asarray(out["forecast"]),
+                               np.broadcast_to(last, (64, 4, 2)), rtol=1e-5)
+    q = np.asarray(out["quantiles"])
+    assert (np.diff(q, axis=-1) >= 0).all()
+    assert not np.allclose(q[..., 0], q[..., 2])  # the quantile head is not anchored to zero
+
+
+def test_an_anchored_model_trains_reloads_and_counts_its_parameters(tmp_path: Path) -> None:
+    from models.params import check
+
+    x, y = _x(32, 6, 1) + 3.0, _x(32, 2, 1, seed=1) + 3.0
+    spec = ModelSpec(units=(4,), input_steps=6, horizon=2, anchor="last", target_positions=(0,))
+    model = build_model(spec, fit_norm_stats(x, y))
+    check(model)  # AnchorLast owns no weights; every other layer matches its formula
+    model.compile(optimizer="adam", loss=compile_losses(spec))
+    model.fit(x, {"forecast": y}, epochs=2, batch_size=16, verbose=0)
+    moved = np.asarray(model(x)["forecast"]) - x[:, -1:, :]
+    assert np.abs(moved).max() > 0  # the head learned a change from the last value
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x)["forecast"]),
+                               np.asarray(model(x)["forecast"]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"anchor": "first"}, "anchor must be one of none, last, got 'first'"),
+    ({"anchor": "last", "arch": "seq2seq"},
+     "anchor 'last' applies to head 'direct' of a single-state core, not head 'direct' with "
+     "arch 'seq2seq'"),
+    ({"anchor": "last", "head": "cycle_residual", "input_steps": 400},
+     "anchor 'last' applies to head 'direct' of a single-state core, not head "
+     "'cycle_residual' with arch 'lstm'"),
+])
+def test_anchor_errors_name_the_bad_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        ModelSpec(**kwargs)
+    assert str(err.value) == message
+
+
+def test_an_anchor_on_a_target_that_is_no_input_is_refused() -> None:
+    config = {"window": {"input_steps": 5, "horizon": 1, "inputs": ["II"], "targets": ["ABP"]},
+              "model": {"anchor": "last"}}
+    with pytest.raises(SpecError, match=r"anchor 'last' needs every target among the inputs"):
+        model_spec_from_config(config)
+
+
+def test_an_anchored_model_has_no_stateful_twin() -> None:
+    from models.architectures import stateful_refusal
+
+    assert stateful_refusal(ModelSpec(anchor="last")) == (
+        "anchor 'last' has no stateful twin (only anchor 'none')")
