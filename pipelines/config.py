@@ -58,12 +58,19 @@ class WindowConfig:
     inputs: tuple[str, ...] = ("II",)
     targets: tuple[str, ...] = ("II",)
     gap_policy: str = "skip"
+    # Windows whose targets hold still on more than this fraction of their steps (a flat line, a
+    # calibration square wave; quality.window_still_fraction) are neither trained on nor scored.
+    # 1.0 keeps every window: the default, since numerics at 1/min may hold a value for minutes.
+    max_still_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("input_steps", "horizon", "stride"):
             value = getattr(self, key)
             if value < 1:
                 raise ConfigError(f"[window] {key} must be >= 1, got {value}")
+        still = self.max_still_fraction
+        if isinstance(still, bool) or not isinstance(still, int | float) or not 0 < still <= 1:
+            raise ConfigError(f"[window] max_still_fraction must be in (0, 1], got {still!r}")
         if self.gap_policy not in ("skip", "mask"):
             raise ConfigError(
                 f"[window] gap_policy must be 'skip' or 'mask', got {self.gap_policy!r}"
@@ -131,10 +138,6 @@ class EvalConfig:
     ridge_lags: int = 64
     max_windows: int = 20000  # evaluation windows, evenly subsampled when there are more
     n_boot: int = 1000
-    # Leave out windows whose target holds still on more than this fraction of its steps (a flat
-    # line, a calibration square wave; quality.window_still_fraction). 1.0 keeps every window:
-    # the default, since numerics at 1/min may legitimately hold a value for many minutes.
-    max_still_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_period_s < self.max_period_s:
@@ -145,10 +148,6 @@ class EvalConfig:
         for key in ("ridge_lags", "max_windows", "n_boot"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"[evaluate] {key} must be >= 1, got {getattr(self, key)}")
-        if not 0.0 < self.max_still_fraction <= 1.0:
-            raise ConfigError(
-                f"[evaluate] max_still_fraction must be in (0, 1], got {self.max_still_fraction}"
-            )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from pipelines.baselines import RidgeAR, fit_ridge_ar, make_baseline_forecasts
 from pipelines.config import EvalConfig
 from pipelines.dataset import Dataset
 from pipelines.metrics import Evaluation, ForecastExamples, compute_evaluation, write_report
-from pipelines.quality import window_still_fraction
 from pipelines.windows import WindowBatcher, WindowSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class EvalWindows:
     x: np.ndarray  # (n, input_steps, channels), physical units
     y: np.ndarray  # (n, horizon, targets)
     patient_ids: np.ndarray  # (n,) str
-    n_excluded: int = 0  # subsampled windows left out as flat or stepped (max_still_fraction)
+    n_excluded: int = 0  # windows of the split left out as still (spec.max_still_fraction)
 
 
 def target_positions(spec: WindowSpec) -> list[int]:
@@ -56,15 +55,12 @@ def target_positions(spec: WindowSpec) -> list[int]:
 
 
 def load_eval_windows(
-    dataset: Dataset, spec: WindowSpec, split: str, max_windows: int,
-    max_still_fraction: float = 1.0,
+    dataset: Dataset, spec: WindowSpec, split: str, max_windows: int
 ) -> EvalWindows:
     """Cut every window of `split` and keep at most `max_windows`, evenly spaced (deterministic).
 
-    With `max_still_fraction < 1`, a window whose target channels (input and horizon together)
-    hold still on more than that fraction of steps (`quality.window_still_fraction`: a flat line,
-    a calibration square wave) is left out, for the model and every baseline alike, and counted
-    in `n_excluded`. A split with nothing left raises ValueError naming the rule.
+    Windows the spec leaves out as still (`spec.max_still_fraction`: a flat line, a calibration
+    square wave) are left out for the model and every baseline alike, counted in `n_excluded`.
     """
     records = dataset.records(split)
     if not records:
@@ -79,28 +75,16 @@ def load_eval_windows(
     patient_of = dict(zip(manifest["record_id"], manifest["patient_id"], strict=True))
     rec_ids = batcher.record_ids
     patients = np.array([patient_of[rec_ids[int(r)]] for r in chosen[:, 0]])
-    if max_still_fraction >= 1.0:
-        return EvalWindows(x=x, y=y, patient_ids=patients)
-    own = [spec.inputs.index(t) for t in spec.targets if t in spec.inputs]
-    series = np.concatenate([x[..., own], y], axis=1) if len(own) == len(spec.targets) else y
-    keep = window_still_fraction(series) <= max_still_fraction
-    if not keep.any():
-        raise ValueError(
-            f"every one of the {len(keep)} windows of split {split!r} in {dataset.root} holds "
-            f"still on more than max_still_fraction={max_still_fraction} of its steps (flat or "
-            f"stepped signal): nothing to score"
-        )
-    excluded = int(len(keep) - keep.sum())
-    if excluded:
-        log.info("%d of %d %s windows left out as flat or stepped (still fraction > %g)",
-                 excluded, len(keep), split, max_still_fraction)
-    return EvalWindows(x=x[keep], y=y[keep], patient_ids=patients[keep], n_excluded=excluded)
+    if batcher.index.n_still:
+        log.info("%d %s windows left out as still (target still on > %g of its steps)",
+                 batcher.index.n_still, split, spec.max_still_fraction)
+    return EvalWindows(x=x, y=y, patient_ids=patients, n_excluded=batcher.index.n_still)
 
 
 def fit_baselines(dataset: Dataset, spec: WindowSpec, cfg: EvalConfig, split: str = "train"):
     """Ridge AR fitted on (a sample of) the train windows; None when the split has no windows."""
     try:
-        train = load_eval_windows(dataset, spec, split, cfg.max_windows, cfg.max_still_fraction)
+        train = load_eval_windows(dataset, spec, split, cfg.max_windows)
     except ValueError as err:
         log.warning("ridge_ar baseline not fitted: %s", err)
         return None
@@ -157,7 +141,7 @@ def evaluate_forecaster(
     ridge=None,
 ) -> tuple[Evaluation, ForecastExamples]:
     """Score `forecaster` and the baselines on the windows of `split` (held-out patients)."""
-    windows = load_eval_windows(dataset, spec, split, cfg.max_windows, cfg.max_still_fraction)
+    windows = load_eval_windows(dataset, spec, split, cfg.max_windows)
     idx = target_positions(spec)
     if ridge is None:
         ridge = fit_baselines(dataset, spec, cfg)
@@ -180,7 +164,7 @@ def evaluate_forecaster(
         quantiles=quantiles or None, q_hat=outputs.get("quantiles"), n_boot=cfg.n_boot, seed=seed,
     )
     result = dataclasses.replace(result, n_windows_excluded=windows.n_excluded,
-                                 max_still_fraction=cfg.max_still_fraction)
+                                 max_still_fraction=spec.max_still_fraction)
     k = min(8, len(windows.x))
     examples = ForecastExamples(
         x=windows.x[:k], y=windows.y[:k], y_hat=y_hat[:k], target_idx=idx,

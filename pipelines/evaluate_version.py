@@ -10,7 +10,6 @@ fitted on the train split of the dataset being scored, as before.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -99,13 +98,13 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     vdir = store.version_path(base, version)
     meta = store.read_metadata(vdir)
     recipe = parse_recipe(meta["config"])
-    if max_still_fraction is not None:  # an override of the version's own rule
-        recipe = dataclasses.replace(recipe, evaluate=dataclasses.replace(
-            recipe.evaluate, max_still_fraction=max_still_fraction))
+    if max_still_fraction is None:  # else an override of the version's own rule
+        max_still_fraction = recipe.window.max_still_fraction
     dataset = load_dataset(dataset_dir)
     spec = WindowSpec(input_steps=meta["input_steps"], horizon=meta["horizon"],
                       stride=recipe.window.stride, inputs=tuple(meta["channels"]),
-                      targets=tuple(meta["targets"]), gap_policy=recipe.window.gap_policy)
+                      targets=tuple(meta["targets"]), gap_policy=recipe.window.gap_policy,
+                      max_still_fraction=max_still_fraction)
     if abs(dataset.fs - float(meta["fs"])) > 1e-9:
         raise ValueError(f"dataset {dataset_dir} is at {dataset.fs} Hz, model {model_name} "
                          f"v{version} needs {meta['fs']} Hz")

@@ -191,7 +191,7 @@ class Evaluation:
     n_bootstrap: int
     seed: int
     quantile_metrics: Mapping[str, object] = field(default_factory=dict)
-    n_windows_excluded: int = 0  # left out as flat or stepped (EvalConfig.max_still_fraction)
+    n_windows_excluded: int = 0  # left out as still ([window] max_still_fraction)
     max_still_fraction: float = 1.0
 
     def to_dict(self) -> dict:

@@ -66,6 +66,10 @@ def check_recipe(recipe: Recipe, resume: bool = False) -> None:
     if why is None and recipe.train.max_windows_per_epoch:
         why = (f"max_windows_per_epoch = {recipe.train.max_windows_per_epoch} does not apply "
                "(an epoch walks every training record once); set it to 0")
+    if why is None and recipe.window.max_still_fraction < 1:
+        why = (f"[window] max_still_fraction = {recipe.window.max_still_fraction:g} does not "
+               "apply (chunks of whole records are trained, still stretches included); set it "
+               "to 1")
     if why:
         raise TrainingError(f"[train] tbptt_steps = {k}: {why}")
 

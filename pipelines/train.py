@@ -101,6 +101,9 @@ def describe_device() -> str:
 def make_batchers(dataset: Dataset, spec: WindowSpec, cfg: TrainConfig):
     """Train (shuffled) and val batchers; an empty train split or a tiny one stops here."""
     train = WindowBatcher(dataset, spec, "train", batch_size=cfg.batch_size, seed=cfg.seed)
+    if train.index.n_still:
+        log.info("%d training windows left out as still (targets still on > %g of their steps)",
+                 train.index.n_still, spec.max_still_fraction)
     if train.n_windows < cfg.batch_size:
         raise TrainingError(
             f"too few training windows for one batch: {train.n_windows} windows < batch_size "

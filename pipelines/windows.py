@@ -18,6 +18,11 @@ Layers, pure core first:
 Index semantics: the window at `start` has input rows `[start, start + input_steps)` and target
 rows `[start + input_steps, start + input_steps + horizon)`; windows never cross records.
 
+Still windows: with `max_still_fraction < 1`, a window whose target channels hold still (over
+the whole span, input and horizon) on more than that fraction of their sample-to-sample steps is
+not cut (`quality.window_still_fraction`: a flat line, a transducer's calibration square wave):
+it is neither trained on nor scored. `WindowIndex.n_still` counts them.
+
 Gap policy: "skip" (default) drops a window when its input rows have NaN in an input channel or its
 target rows have NaN in a target channel (other channels are ignored). "mask" keeps every window
 that fits: NaN becomes 0, `x` gains one 0/1 "observed" channel per input channel (appended after
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 
 GAP_POLICIES: tuple[str, ...] = ("skip", "mask")
 _NAN_SCAN_ROWS = 1 << 20  # rows read at a time when scanning a signal for gaps (bounds RAM)
+_STILL_CHUNK = 1024  # windows checked at a time by moving_starts (bounds RAM)
 
 
 class NoWindowsError(ValueError):
@@ -56,6 +62,7 @@ class WindowSpec:
     inputs: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     gap_policy: Literal["skip", "mask"] = "skip"
+    max_still_fraction: float = 1.0  # 1.0 keeps every window
 
     def __post_init__(self) -> None:
         for key in ("input_steps", "horizon", "stride"):
@@ -74,6 +81,10 @@ class WindowSpec:
             object.__setattr__(self, key, tuple(names))
         if self.gap_policy not in GAP_POLICIES:
             raise ValueError(f"gap_policy must be one of {GAP_POLICIES}, got {self.gap_policy!r}")
+        still = self.max_still_fraction
+        if isinstance(still, bool) or not isinstance(still, int | float) or not 0 < still <= 1:
+            raise ValueError(f"max_still_fraction must be a number in (0, 1], got {still!r}")
+        object.__setattr__(self, "max_still_fraction", float(still))
 
     @property
     def span(self) -> int:
@@ -123,6 +134,24 @@ def _run_is_clean(valid: np.ndarray, firsts: np.ndarray, length: int) -> np.ndar
     return bad[firsts + length] - bad[firsts] == 0
 
 
+def moving_starts(signal: np.ndarray, starts: np.ndarray, spec: WindowSpec,
+                  target_cols: Sequence[int]) -> np.ndarray:
+    """The `starts` whose target channels are not still on more than `spec.max_still_fraction`
+    of their steps over the window's span (`quality.window_still_fraction`)."""
+    from pipelines.quality import window_still_fraction
+
+    if spec.max_still_fraction >= 1.0 or not len(starts):
+        return starts
+    keep = np.empty(len(starts), dtype=bool)
+    rows = np.arange(spec.span)
+    cols = list(target_cols)
+    for a in range(0, len(starts), _STILL_CHUNK):
+        chunk = starts[a : a + _STILL_CHUNK]
+        spans = signal[chunk[:, None] + rows][:, :, cols]  # (chunk, span, targets): one copy
+        keep[a : a + len(chunk)] = window_still_fraction(spans) <= spec.max_still_fraction
+    return starts[keep]
+
+
 def _observed(signal: np.ndarray, cols: Sequence[int]) -> np.ndarray:
     """Bool per row: no NaN in `cols`. Reads the memmap in chunks so RAM stays bounded."""
     out = np.empty(len(signal), dtype=bool)
@@ -139,6 +168,7 @@ class WindowIndex:
     spec: WindowSpec
     record_ids: tuple[str, ...]
     windows: np.ndarray  # (n_windows, 2) int64
+    n_still: int = 0  # windows left out as still (spec.max_still_fraction)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -155,15 +185,18 @@ class WindowIndex:
         """Index windows of `(time, channels)` signals; columns say where inputs and targets are."""
         ids = tuple(record_ids) if record_ids is not None else tuple(map(str, range(len(signals))))
         parts = []
+        n_still = 0
         for pos, signal in enumerate(signals):
             starts = window_starts(len(signal), spec)
             if spec.gap_policy == "skip" and len(starts):
                 starts = clean_starts(
                     starts, spec, _observed(signal, input_cols), _observed(signal, target_cols)
                 )
-            parts.append(np.column_stack([np.full(len(starts), pos, dtype=np.int64), starts]))
+            moving = moving_starts(signal, starts, spec, target_cols)
+            n_still += len(starts) - len(moving)
+            parts.append(np.column_stack([np.full(len(moving), pos, dtype=np.int64), moving]))
         windows = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
-        return cls(spec=spec, record_ids=ids, windows=windows)
+        return cls(spec=spec, record_ids=ids, windows=windows, n_still=n_still)
 
     @classmethod
     def from_dataset(
@@ -186,10 +219,13 @@ class WindowIndex:
         if len(index) == 0:
             where = f"split {split!r}" if record_ids is None else "the given record ids"
             longest = max((len(s) for s in signals), default=0)
+            still = (f", or holds still on more than max_still_fraction="
+                     f"{spec.max_still_fraction:g} of its steps ({index.n_still} windows)"
+                     if index.n_still else "")
             raise NoWindowsError(
                 f"no windows in {where} ({len(ids)} records, longest {longest} samples) for "
                 f"{spec}: every record is shorter than {spec.span} samples or every window "
-                "touches a gap"
+                f"touches a gap{still}"
             )
         return index
 

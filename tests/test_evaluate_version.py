@@ -6,6 +6,7 @@ plays the version's training dataset, `unseen` the records it is scored on with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -157,9 +158,10 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
                      "--dataset", str(cal), "--split", "all", "--json", *rule,
                      "--out", str(tmp_path / f"ev{len(rule)}")]) == 0
         out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        counts[rule] = (out["n_windows"], out["n_windows_excluded"])
-    (n_all, none_out), (n_kept, left_out) = counts.values()
-    assert none_out == 0 and left_out > 0 and n_kept + left_out == n_all
+        counts[rule] = (out["n_patients"], out["n_windows_excluded"])
+    (patients_all, none_out), (patients_kept, left_out) = counts.values()
+    assert none_out == 0 and left_out > 0
+    assert patients_kept == patients_all - 1  # the calibrated record's patient is gone
 
 
 def _calibrated(unseen: Path, out: Path, n_records: int | None) -> Path:
@@ -184,35 +186,40 @@ def test_flat_or_stepped_windows_are_left_out_and_counted(datasets, tmp_path):
     _, unseen = datasets
     ds = load_dataset(_calibrated(unseen, tmp_path / "cal", 1))
     square_patient = ds.manifest["patient_id"].iloc[0]
-    every = load_eval_windows(ds, SPEC, "all", CFG.max_windows)
-    kept = load_eval_windows(ds, SPEC, "all", CFG.max_windows, max_still_fraction=0.5)
+    moving = dataclasses.replace(SPEC, max_still_fraction=0.5)
+    every = load_eval_windows(ds, SPEC, "all", 10**6)  # no subsampling: the counts add up
+    kept = load_eval_windows(ds, moving, "all", 10**6)
     assert every.n_excluded == 0 and kept.n_excluded > 0
     assert len(kept.x) + kept.n_excluded == len(every.x)
     assert square_patient in set(every.patient_ids)
     assert square_patient not in set(kept.patient_ids)
 
-    cfg = EvalConfig(ridge_lags=16, max_windows=400, n_boot=20, max_still_fraction=0.5)
-
     def persistence(x):
         return {"forecast": np.repeat(x[:, -1:, :], SPEC.horizon, axis=1)}
 
-    result, _ = evaluate_forecaster(persistence, ds, SPEC, cfg, split="all")
-    assert result.n_windows == len(kept.x)
+    result, _ = evaluate_forecaster(persistence, ds, moving, CFG, split="all")
+    assert result.n_windows == min(len(kept.x), CFG.max_windows)
+    assert result.n_patients == len(set(every.patient_ids)) - 1
     assert result.to_dict()["n_windows_excluded"] == kept.n_excluded
     assert result.to_dict()["max_still_fraction"] == 0.5
     assert f"{kept.n_excluded} more left out as flat or stepped" in render_markdown(result)
 
 
 def test_a_split_with_only_flat_or_stepped_windows_says_so(datasets, tmp_path):
+    from pipelines.windows import NoWindowsError
+
     _, unseen = datasets
     ds = load_dataset(_calibrated(unseen, tmp_path / "cal", None))
-    with pytest.raises(ValueError, match=r"max_still_fraction=0.5 .* nothing to score"):
-        load_eval_windows(ds, SPEC, "all", CFG.max_windows, max_still_fraction=0.5)
+    moving = dataclasses.replace(SPEC, max_still_fraction=0.5)
+    with pytest.raises(NoWindowsError, match=r"holds still on more than max_still_fraction=0.5"):
+        load_eval_windows(ds, moving, "all", CFG.max_windows)
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
 def test_max_still_fraction_outside_zero_one_is_refused_by_name(bad):
-    from pipelines.config import ConfigError
+    from pipelines.config import ConfigError, WindowConfig
 
     with pytest.raises(ConfigError, match=rf"max_still_fraction must be in \(0, 1\], got {bad}"):
-        EvalConfig(max_still_fraction=bad)
+        WindowConfig(max_still_fraction=bad)
+    with pytest.raises(ValueError, match=rf"must be a number in \(0, 1\], got {bad}"):
+        dataclasses.replace(SPEC, max_still_fraction=bad)

@@ -430,3 +430,36 @@ def test_a_window_dataset_trains_on_the_jax_backend_with_no_tensorflow_input_pip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax" and np.isfinite(result["loss"]).all()
+
+
+def test_still_windows_are_not_cut_and_are_counted() -> None:
+    # Two channels: "ecg" moves throughout, "abp" is a pulse for 2000 samples and then a
+    # calibration square wave (two levels, four samples each) for 2000 more.
+    t = np.arange(4000) / 125.0
+    ecg = np.sin(2 * np.pi * 1.1 * t)
+    abp = 80 + 20 * np.sin(2 * np.pi * 1.3 * t)
+    abp[2000:] = np.where((np.arange(2000) // 4) % 2 == 0, -24.0, -72.0)
+    signal = np.column_stack([ecg, abp]).astype(np.float32)
+    every = WindowSpec(input_steps=200, horizon=50, stride=10, inputs=("ecg", "abp"),
+                       targets=("abp",))
+    moving = WindowSpec(input_steps=200, horizon=50, stride=10, inputs=("ecg", "abp"),
+                        targets=("abp",), max_still_fraction=0.5)
+    all_idx = WindowIndex.from_signals([signal], every, [0, 1], [1])
+    kept = WindowIndex.from_signals([signal], moving, [0, 1], [1])
+    assert all_idx.n_still == 0 and kept.n_still > 0
+    assert len(kept) + kept.n_still == len(all_idx)
+    starts = kept.windows[:, 1]
+    # a window is still when more than half of its 250-sample span lies in the square wave
+    # (3 of every 4 of its steps hold a level): the last kept start is near 2000 - 250 + 170
+    assert starts.min() == 0 and 1800 <= starts.max() < 2000
+    # the rule reads the targets only: with ecg as the target nothing is still
+    ecg_target = WindowSpec(input_steps=200, horizon=50, stride=10, inputs=("ecg", "abp"),
+                            targets=("ecg",), max_still_fraction=0.5)
+    assert WindowIndex.from_signals([signal], ecg_target, [0, 1], [0]).n_still == 0
+
+
+@pytest.mark.parametrize("bad", [0, 1.01, True, "0.5"])
+def test_max_still_fraction_of_a_window_spec_is_checked(bad) -> None:
+    with pytest.raises(ValueError, match="max_still_fraction must be a number in"):
+        WindowSpec(input_steps=4, horizon=2, inputs=("a",), targets=("a",),
+                   max_still_fraction=bad)

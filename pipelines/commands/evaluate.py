@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-still-fraction", type=float,
                         help="leave out windows whose target holds still on more than this "
                              "fraction of steps (flat line, calibration); 1 scores every window "
-                             "(default: the version's [evaluate] max_still_fraction)")
+                             "(default: the version's [window] max_still_fraction)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of metrics")
 
 
