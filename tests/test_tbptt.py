@@ -102,6 +102,7 @@ def _recipe(**model):
     ({"arch": "lstm", "head": "cycle_residual", "min_period_s": 0.3, "max_period_s": 1.5},
      "head 'cycle_residual' has no stateful twin"),
     ({"arch": "gru", "bidirectional": True}, "bidirectional = true has no stateful twin"),
+    ({"arch": "gru", "anchor": "last"}, "anchor 'last' has no stateful twin"),
 ])
 def test_a_model_with_no_stateful_twin_is_refused_naming_it(model, words):
     with pytest.raises(TrainingError, match=f"tbptt_steps = 20: {words}"):
@@ -111,6 +112,15 @@ def test_a_model_with_no_stateful_twin_is_refused_naming_it(model, words):
 def test_resume_is_refused_with_tbptt():
     with pytest.raises(TrainingError, match="--resume is not supported"):
         check_recipe(_recipe(arch="lstm"), resume=True)
+
+
+def test_the_still_window_rule_is_refused_with_tbptt():
+    raw = {"name": "x", "data": {"channels": ["II"]}, "model": {"arch": "lstm"},
+           "window": {"inputs": ["II"], "targets": ["II"], "max_still_fraction": 0.5},
+           "train": {"tbptt_steps": 20, "max_windows_per_epoch": 0}}
+    with pytest.raises(TrainingError, match=r"max_still_fraction = 0.5 does not apply"):
+        check_recipe(parse_recipe(raw))
+    assert check_recipe(_recipe(arch="lstm", anchor="none")) is None  # the rule's default passes
 
 
 # ------------------------------------------------------------------------------- the twin
