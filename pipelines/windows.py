@@ -143,11 +143,11 @@ def moving_starts(signal: np.ndarray, starts: np.ndarray, spec: WindowSpec,
     if spec.max_still_fraction >= 1.0 or not len(starts):
         return starts
     keep = np.empty(len(starts), dtype=bool)
-    rows = np.arange(spec.span)
-    cols = list(target_cols)
+    view_cols, pick = _split_selection(list(target_cols))
+    view = window_view(signal, 0, spec.span, view_cols)  # (n, span, targets), no copy
     for a in range(0, len(starts), _STILL_CHUNK):
         chunk = starts[a : a + _STILL_CHUNK]
-        spans = signal[chunk[:, None] + rows][:, :, cols]  # (chunk, span, targets): one copy
+        spans = _take_rows(view, chunk, pick)  # (chunk, span, targets): the one copy
         keep[a : a + len(chunk)] = window_still_fraction(spans) <= spec.max_still_fraction
     return starts[keep]
 
