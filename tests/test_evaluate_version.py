@@ -162,6 +162,9 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
     (patients_all, none_out), (patients_kept, left_out) = counts.values()
     assert none_out == 0 and left_out > 0
     assert patients_kept == patients_all - 1  # the calibrated record's patient is gone
+    assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
+                 str(cal), "--max-still-fraction", "2", "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad").exists()  # refused before any report was written
 
 
 def _calibrated(unseen: Path, out: Path, n_records: int | None) -> Path:
