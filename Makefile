@@ -13,10 +13,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install demo test test-fast lint bench clean-demo
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml models/fused_lstm_op.cc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m models.fused_lstm
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
+from models import fused_lstm
 from models.cycle import (
     AdaptiveCycleMix,
     CycleCandidates,
@@ -104,7 +105,8 @@ def _recurrent_layer(spec: ModelSpec, units: int, name: str, **kwargs) -> layers
     common = dict(dropout=spec.dropout, name=name, **kwargs)
     if spec.arch in ("lstm", "seq2seq"):
         # unit_forget_bias: a forget gate that starts open lets gradient through long windows.
-        return layers.LSTM(units, unit_forget_bias=spec.forget_bias, **common)
+        # pulsecast's LSTM: Keras' LSTM, trained through a fused native op on TF CPU.
+        return fused_lstm.LSTM(units, unit_forget_bias=spec.forget_bias, **common)
     if spec.arch == "gru":
         return layers.GRU(units, reset_after=spec.gru_reset_after, **common)
     if spec.arch == "simplernn":

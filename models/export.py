@@ -49,6 +49,7 @@ ENDPOINT_NAME = "serve"
 WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
 METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
 _CUDNN_OP_PREFIX = "CudnnRNN"
+_FUSED_OP_PREFIX = "PulsecastLstm"  # models/fused_lstm_op.cc
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,6 +118,11 @@ def _write_warmup(path: Path, batch: np.ndarray) -> int:
 
 def find_gpu_only_ops(path: str | Path) -> list[str]:
     """Names of cuDNN-only ops (`CudnnRNN*`) anywhere in a SavedModel's graph, sorted."""
+    return _find_ops(path, _CUDNN_OP_PREFIX)
+
+
+def _find_ops(path: str | Path, prefix: str) -> list[str]:
+    """Names of the ops starting with `prefix` anywhere in a SavedModel's graph, sorted."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -126,7 +132,7 @@ def find_gpu_only_ops(path: str | Path) -> list[str]:
         nodes = list(meta.graph_def.node)
         for fn in meta.graph_def.library.function:
             nodes.extend(fn.node_def)
-        found.update(n.op for n in nodes if n.op.startswith(_CUDNN_OP_PREFIX))
+        found.update(n.op for n in nodes if n.op.startswith(prefix))
     return sorted(found)
 
 
@@ -176,6 +182,12 @@ def export_savedmodel(
         raise ExportError(
             f"exported graph contains GPU-only ops {gpu_ops}: it would not run on a CPU server. "
             "Export with no visible GPU (export_in_subprocess, or CUDA_VISIBLE_DEVICES=-1)"
+        )
+    native_ops = _find_ops(path, _FUSED_OP_PREFIX)
+    if native_ops:  # models.fused_lstm runs only with training=True; this is a bug if reached
+        raise ExportError(
+            f"exported graph contains pulsecast's training-only ops {native_ops}: TF Serving "
+            "has no kernel for them"
         )
     n_warmup = _write_warmup(path / WARMUP_RELPATH, batch)
     info = {
