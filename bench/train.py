@@ -310,6 +310,39 @@ def torch_evidence(x: np.ndarray, y: np.ndarray, precision: str) -> list[str]:
     return [f"raw torch: profiler RNN ops in one train step: {names}"]
 
 
+def run_torch_child(tmp: Path, x: np.ndarray, y: np.ndarray, args) -> dict | None:
+    """The PyTorch peer in its own process (no TensorFlow loaded beside it: torch 2.14's CUDA
+    wheel crashes in a process that has TensorFlow's oneDNN loaded). None when torch is absent."""
+    import subprocess
+
+    np.save(tmp / "x.npy", x)
+    np.save(tmp / "y.npy", y)
+    done = subprocess.run(
+        [sys.executable, __file__, "--torch-child", str(tmp), "--batch-size",
+         str(args.batch_size), "--epochs", str(args.epochs), "--windows", str(args.windows),
+         "--precision", args.precision] + (["--evidence"] if args.evidence else []),
+        capture_output=True, text=True)
+    if done.returncode == 3:
+        return None
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the torch peer failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_child(args) -> int:
+    """`--torch-child DIR`: time the PyTorch peer on DIR/x.npy, DIR/y.npy; print one JSON line."""
+    x = np.load(Path(args.torch_child) / "x.npy")
+    y = np.load(Path(args.torch_child) / "y.npy")
+    try:
+        times = bench_torch(x, y, args)
+        evidence = torch_evidence(x, y, args.precision) if args.evidence else []
+    except ImportError:
+        return 3
+    print(json.dumps({"times": times, "evidence": evidence}), flush=True)
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=256)
@@ -325,6 +358,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paths", default="pulsecast,pulsecast_device,keras_numpy,torch",
                    help="comma-separated subset of pulsecast,pulsecast_device,keras_numpy,torch")
     p.add_argument("--evidence", action="store_true", help="print cuDNN dispatch evidence")
+    p.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.epochs < 1 or args.windows < args.batch_size:
         p.error("need batch-size >= 1, epochs >= 1 and windows >= batch-size")
@@ -335,6 +369,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.torch_child:
+        return torch_child(args)
     import keras
 
     keras.config.set_dtype_policy(args.precision)
@@ -368,15 +404,14 @@ def main(argv: list[str] | None = None) -> int:
             results["keras_numpy"] = args.windows / statistics.median(times[1:])
             _progress("keras_numpy", results["keras_numpy"])
         if "torch" in paths:
-            try:
-                times = bench_torch(x, y, args)
-                results["torch"] = args.windows / statistics.median(times[1:])
-                _progress("torch", results["torch"])
-                if args.evidence:
-                    evidence += torch_evidence(x, y, args.precision)
-            except ImportError:
+            child = run_torch_child(Path(tmp), x, y, args)
+            if child is None:
                 notes.append("torch is not installed: the PyTorch peer was skipped "
                              "(pip install '.[bench]')")
+            else:
+                results["torch"] = args.windows / statistics.median(child["times"][1:])
+                _progress("torch", results["torch"])
+                evidence += child["evidence"]
     keras.config.set_dtype_policy("float32")
     peers = {k: v for k, v in results.items() if k not in PULSECAST_PATHS and v}
     best_peer_path = max(peers, key=peers.get) if peers else None

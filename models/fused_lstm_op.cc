@@ -8,7 +8,8 @@
 // whole sequence: per step one sgemm (h @ U forward, dz @ U^T backward) through the OpenBLAS that
 // numpy ships, and the gate arithmetic in one vectorised pass. The batch is cut into one shard
 // per intra-op thread; each shard runs its own recurrence (rows of a batch never interact), with
-// OpenBLAS single-threaded inside it. The recurrent-kernel gradient is one sgemm after the loop.
+// OpenBLAS single-threaded inside it. The recurrent-kernel gradient is one sgemm per column block
+// after the loop.
 //
 // Layouts: x (B, T, D), h_seq (B, T, H) batch-major like Keras; the workspace outputs gates
 // (T, B, 4H: activated i, f, g, o), c_seq (T, B, H) and h_prev (T, B, H: the state each step
@@ -307,8 +308,11 @@ class PulsecastLstmGradOp : public OpKernel {
       for (int64_t k = 0; k < D * G; ++k) dW[k] += pW[k];
       for (int64_t k = 0; k < G; ++k) db[k] += pW[D * G + k];
     }
-    // dU = sum over t of h_prev[t]^T @ dz_t: one sgemm over all T * B rows (OpenBLAS threaded).
-    Gemm(true, false, H, G, T * B, hp, H, dzs, G, 0.0f, dU, G);
+    // dU = sum over t of h_prev[t]^T @ dz_t: one sgemm over all T * B rows per column block.
+    // Sharded like the rest (OpenBLAS' own threads would spin beside the pool's afterwards).
+    ForEachShard(ctx, G, [&](int64_t, int64_t g0, int64_t g1) {
+      Gemm(true, false, H, g1 - g0, T * B, hp, H, dzs + g0, G, 0.0f, dU + g0, G);
+    });
   }
 };
 
