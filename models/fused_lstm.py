@@ -44,8 +44,10 @@ ENV_MODE = "PULSECAST_FUSED_LSTM"
 ENV_CACHE = "PULSECAST_NATIVE_CACHE"
 MODES = ("auto", "off", "require")
 OP_TYPES = ("PulsecastLstm", "PulsecastLstmGrad")
-# -ffast-math lets GCC call glibc's vector expf/tanhf in the gate loops (libmvec needs it).
-OPT_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC")
+# -ffast-math lets GCC call glibc's vector expf/tanhf in the gate loops (libmvec needs it). It is
+# given to the compile step only: on a link line it adds crtfastmath.o, which flushes denormals to
+# zero in the whole process when the library loads.
+COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC")
 
 
 class FusedLSTMUnavailable(RuntimeError):
@@ -88,14 +90,17 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _build_command(output: Path) -> list[str]:
+def _build_commands(output: Path) -> list[list[str]]:
+    """Compile (with -ffast-math), then link (without it) into `output`."""
     import tensorflow as tf
 
+    cxx = os.environ.get("CXX", "g++")
     blas = _openblas_library()
+    obj = output.with_suffix(".o")
     return [
-        os.environ.get("CXX", "g++"), *OPT_FLAGS, str(SOURCE), "-o", str(output),
-        *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags(),
-        str(blas), f"-Wl,-rpath,{blas.parent}",
+        [cxx, *COMPILE_FLAGS, *tf.sysconfig.get_compile_flags(), "-c", str(SOURCE), "-o", str(obj)],
+        [cxx, "-shared", str(obj), "-o", str(output), *tf.sysconfig.get_link_flags(), str(blas),
+         f"-Wl,-rpath,{blas.parent}"],
     ]
 
 
@@ -104,8 +109,9 @@ def library_path() -> Path:
     import tensorflow as tf
 
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), tf.__version__.encode(), " ".join(_build_command(Path("x")))
-                 .encode(), _cpu_model().encode()):
+    commands = " ".join(" ".join(c) for c in _build_commands(Path("x")))
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), commands.encode(),
+                 _cpu_model().encode()):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"fused_lstm-{key.hexdigest()[:16]}.so"
@@ -116,20 +122,19 @@ def build_library(force: bool = False) -> Path:
     target = library_path()
     if target.exists() and not force:
         return target
-    compiler = _build_command(target)[0]
-    if shutil.which(compiler) is None:
-        raise FusedLSTMUnavailable(f"C++ compiler {compiler!r} not found (set CXX)")
+    commands = _build_commands(target)
+    if shutil.which(commands[0][0]) is None:
+        raise FusedLSTMUnavailable(f"C++ compiler {commands[0][0]!r} not found (set CXX)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run(_build_command(Path(tmp)), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise FusedLSTMUnavailable(
-                f"building {SOURCE.name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix=target.stem + ".", dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        for command in _build_commands(staged):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise FusedLSTMUnavailable(
+                    f"building {SOURCE.name} failed (exit {done.returncode}):\n"
+                    f"{done.stderr[-4000:]}")
+        os.replace(staged, target)
     log.info("built the fused LSTM op: %s", target)
     return target
 

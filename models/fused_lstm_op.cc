@@ -52,7 +52,11 @@ inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float*
                        lda, b, ldb, beta, c, ldc);
 }
 
-inline float Sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+// The sigmoid through tanh, not 1 / (1 + exp(-v)): under -ffast-math that division may become a
+// reciprocal estimate plus a Newton step, which turns 1 / inf (v below about -88) into NaN. glibc's
+// vector tanhf saturates to +-1 and keeps NaN as NaN.
+inline float Sigmoid(float v) { return 0.5f * std::tanh(0.5f * v) + 0.5f; }
+inline float Tanh(float v) { return std::tanh(v); }
 
 // Inputs with D at most this many channels are projected with an inline loop, wider ones by sgemm.
 constexpr int64_t kInlineChannels = 8;
@@ -167,14 +171,14 @@ class PulsecastLstmOp : public OpKernel {
 #pragma omp simd
           for (int64_t j = 0; j < H; ++j) {
             const float i = Sigmoid(zr[j]), f = Sigmoid(zr[H + j]);
-            const float g = std::tanh(zr[2 * H + j]), o = Sigmoid(zr[3 * H + j]);
+            const float g = Tanh(zr[2 * H + j]), o = Sigmoid(zr[3 * H + j]);
             const float c = f * cprev[r * H + j] + i * g;
             zr[j] = i;
             zr[H + j] = f;
             zr[2 * H + j] = g;
             zr[3 * H + j] = o;
             ct[r * H + j] = c;
-            hout[j] = o * std::tanh(c);
+            hout[j] = o * Tanh(c);
           }
           if (hnext) std::memcpy(hnext + r * H, hout, sizeof(float) * H);
         }
@@ -267,7 +271,7 @@ class PulsecastLstmGradOp : public OpKernel {
 #pragma omp simd
           for (int64_t j = 0; j < H; ++j) {
             const float i = sr[j], f = sr[H + j], g = sr[2 * H + j], o = sr[3 * H + j];
-            const float tc = std::tanh(ct[r * H + j]);
+            const float tc = Tanh(ct[r * H + j]);
             const float dhj = dh[r * H + j] + dhr_out[j];
             const float d = dc[r * H + j] + dhj * o * (1.0f - tc * tc);
             q[j] = d * g * i * (1.0f - i);

@@ -82,10 +82,11 @@ def test_training_pass_runs_the_native_op_and_inference_runs_keras_ops():
     assert not any(t.startswith("PulsecastLstm") for t in op_types(False))
 
 
-def test_a_nan_input_gives_a_nan_output_not_a_silent_number():
+def test_a_nan_input_gives_a_nan_output_and_a_huge_one_a_finite_output():
     layer = fused_lstm.LSTM(4)
     x = np.zeros((3, 5, 1), np.float32)
     x[1, 2, 0] = np.nan
+    x[2, :, 0] = -1e30  # saturated gates: finite, not NaN
     h = layer(tf.constant(x), training=True).numpy()
     assert np.isnan(h[1]).all()
     assert np.isfinite(h[[0, 2]]).all()
@@ -133,3 +134,10 @@ def test_a_missing_compiler_is_reported_by_name(tmp_path, monkeypatch):
     with pytest.raises(fused_lstm.FusedLSTMUnavailable, match="'no-such-compiler-xyz' not found"):
         fused_lstm.build_library()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_the_op_leaves_subnormal_floats_alone():
+    """-ffast-math on a link line would flush denormals to zero in the whole process."""
+    fused_lstm.load_ops()
+    tiny = np.float32(1e-40)  # subnormal in float32
+    assert tiny != 0 and tiny * np.float32(2) > tiny
