@@ -43,7 +43,6 @@ SOURCE = Path(__file__).with_name("fused_lstm_op.cc")
 ENV_MODE = "PULSECAST_FUSED_LSTM"
 ENV_CACHE = "PULSECAST_NATIVE_CACHE"
 MODES = ("auto", "off", "require")
-OP_TYPES = ("PulsecastLstm", "PulsecastLstmGrad")
 # -ffast-math lets GCC call glibc's vector expf/tanhf in the gate loops (libmvec needs it). It is
 # given to the compile step only: on a link line it adds crtfastmath.o, which flushes denormals to
 # zero in the whole process when the library loads.
@@ -90,11 +89,15 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _compiler() -> str:
+    return os.environ.get("CXX", "g++")
+
+
 def _build_commands(output: Path) -> list[list[str]]:
     """Compile (with -ffast-math), then link (without it) into `output`."""
     import tensorflow as tf
 
-    cxx = os.environ.get("CXX", "g++")
+    cxx = _compiler()
     blas = _openblas_library()
     obj = output.with_suffix(".o")
     return [
@@ -122,9 +125,8 @@ def build_library(force: bool = False) -> Path:
     target = library_path()
     if target.exists() and not force:
         return target
-    commands = _build_commands(target)
-    if shutil.which(commands[0][0]) is None:
-        raise FusedLSTMUnavailable(f"C++ compiler {commands[0][0]!r} not found (set CXX)")
+    if shutil.which(_compiler()) is None:
+        raise FusedLSTMUnavailable(f"C++ compiler {_compiler()!r} not found (set CXX)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=target.stem + ".", dir=target.parent) as tmp:
         staged = Path(tmp) / target.name
@@ -155,9 +157,9 @@ def load_ops():
     @tf.RegisterGradient("PulsecastLstm")
     def _gradient(op, d_h_seq, d_c_last, *_workspace):
         x, h0, c0, kernel, recurrent, _bias = op.inputs
-        _h_seq, _c_last, gates, c_seq, h_prev = op.outputs
+        h_seq, _c_last, gates, c_seq, h_prev = op.outputs
         if d_h_seq is None:
-            d_h_seq = tf.zeros_like(_h_seq)
+            d_h_seq = tf.zeros_like(h_seq)
         if d_c_last is None:
             d_c_last = tf.zeros_like(c0)
         return ops.pulsecast_lstm_grad(x, c0, kernel, recurrent, gates, c_seq, h_prev, d_h_seq,
@@ -166,19 +168,26 @@ def load_ops():
     return ops
 
 
-def unavailable_reason() -> str | None:
-    """None when the fused op is usable in this process, else why not."""
+def _expected_fallback() -> str | None:
+    """Why Keras' own path is the right one here (no warning needed), or None."""
     if keras.backend.backend() != "tensorflow":
         return f"Keras backend is {keras.backend.backend()}, not tensorflow"
     if mode() == "off":
         return f"{ENV_MODE}=off"
     if _gpu_visible():
         return "a GPU is visible (Keras uses cuDNN)"
-    try:
-        load_ops()
-    except FusedLSTMUnavailable as err:
-        return str(err)
     return None
+
+
+def unavailable_reason() -> str | None:
+    """None when the fused op is usable in this process, else why not."""
+    reason = _expected_fallback()
+    if reason is None:
+        try:
+            load_ops()
+        except FusedLSTMUnavailable as err:
+            reason = str(err)
+    return reason
 
 
 @functools.cache
@@ -204,24 +213,28 @@ def fused_lstm(x, h0, c0, kernel, recurrent_kernel, bias):
 class LSTM(keras.layers.LSTM):
     """`keras.layers.LSTM` whose CPU training pass on TensorFlow runs the fused op (module doc)."""
 
-    def _fused_eligible(self, sequences, mask) -> bool:
+    def _fused_eligible(self, mask) -> bool:
         cell = self.cell
         if (mask is not None or self.go_backwards or self.unroll or cell.recurrent_dropout
                 or not cell.use_bias or self.compute_dtype != "float32"
                 or cell.activation is not keras.activations.tanh
                 or cell.recurrent_activation is not keras.activations.sigmoid):
             return False
-        reason = unavailable_reason()
+        reason = _expected_fallback()
         if reason is None:
-            return True
+            try:
+                load_ops()
+                return True
+            except FusedLSTMUnavailable as err:
+                reason = str(err)
+                if mode() == "auto":
+                    _warn_fallback(reason)
         if mode() == "require":
             raise FusedLSTMUnavailable(f"{ENV_MODE}=require but {reason}")
-        if mode() == "auto" and keras.backend.backend() == "tensorflow" and not _gpu_visible():
-            _warn_fallback(reason)
         return False
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not training or not self._fused_eligible(sequences, mask):
+        if not training or not self._fused_eligible(mask):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if self.dropout:  # Keras' input dropout: one mask per sequence, the same at every step
             dp_mask = self.cell.get_dropout_mask(sequences[:, 0, :])
