@@ -141,3 +141,13 @@ def test_loading_the_op_leaves_subnormal_floats_alone():
     fused_lstm.load_ops()
     tiny = np.float32(1e-40)  # subnormal in float32
     assert tiny != 0 and tiny * np.float32(2) > tiny
+
+
+def test_the_op_names_a_mis_shaped_weight():
+    ops = fused_lstm.load_ops()
+    x, state = tf.zeros((2, 3, 1)), tf.zeros((2, 4))
+    bad = tf.errors.InvalidArgumentError
+    with pytest.raises(bad, match=r"kernel must be \(1, 16\), got \[2,16\]"):
+        ops.pulsecast_lstm(x, state, state, tf.zeros((2, 16)), tf.zeros((4, 16)), tf.zeros(16))
+    with pytest.raises(bad, match=r"recurrent_kernel must be \(H, 4H\)"):
+        ops.pulsecast_lstm(x, state, state, tf.zeros((1, 16)), tf.zeros((4, 12)), tf.zeros(16))
