@@ -45,8 +45,10 @@ ENV_CACHE = "PULSECAST_NATIVE_CACHE"
 MODES = ("auto", "off", "require")
 # -ffast-math lets GCC call glibc's vector expf/tanhf in the gate loops (libmvec needs it). It is
 # given to the compile step only: on a link line it adds crtfastmath.o, which flushes denormals to
-# zero in the whole process when the library loads.
-COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC")
+# zero in the whole process when the library loads. -mno-avx512fp16: on CPUs with AVX512-FP16
+# (Intel Sapphire Rapids and later) -march=native turns on Eigen's FP16 packet code, which does not
+# compile with the Eigen that TensorFlow 2.21 ships ("expected initializer before '<' token").
+COMPILE_FLAGS = ("-O3", "-march=native", "-mno-avx512fp16", "-ffast-math", "-fopenmp-simd", "-fPIC")
 
 
 class FusedLSTMUnavailable(RuntimeError):
