@@ -1,6 +1,7 @@
 # pulsecast: two commands do all the set-up on a fresh machine.
 #   make demo   install, synthetic cohort, ingest, train, publish, serve, query
-#   make test   install, lint, the whole test suite
+#   make test   install, lint, the whole test suite (fixed fuzz examples: the same every run)
+#   make fuzz   the fuzzers only, new random examples each run, 5x as many (finds new bugs)
 # Both create .venv in the repo root when it is missing and install the project into it.
 
 PYTHON ?= python3
@@ -11,12 +12,12 @@ STAMP  := $(VENV)/.pulsecast-installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-fast lint bench clean-demo
+.PHONY: install demo test test-fast fuzz lint bench clean-demo
 
 $(STAMP): pyproject.toml models/fused_lstm_op.cc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,scale]"
 	$(PY) -m models.fused_lstm
 	touch $(STAMP)
 
@@ -31,6 +32,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz PULSECAST_FUZZ_SCALE=$${PULSECAST_FUZZ_SCALE:-5} \
+		$(PY) -m pytest -q tests/test_fuzz_ingest.py tests/test_fuzz_rest.py \
+		tests/test_fuzz_grpc.py
 
 demo: $(STAMP)
 	$(BIN)/pulsecast demo --root data --config configs/ecg.toml

@@ -16,10 +16,10 @@ From one run on the same files it prints, side by side:
     speed-up between them (JSON `ray_1_worker_hours_per_s`, `ray_2_workers_hours_per_s`,
     `ray_speedup`);
 
-then one JSON line with the figures. Default input: a synthetic cohort (`pipelines.synth`, written
-at `--synth-fs` so ingest really resamples) in a temporary folder. Goals (the issue): ingest at
-least half the plain read rate; windowing far above a training step's appetite (an LSTM(64) step
-eats ~2,400 windows/s on 2 CPU cores, `specs/keras-notes.md`).
+then one JSON line with the figures. Default input: a synthetic cohort (`pipelines.sources.synth`,
+written at `--synth-fs` so ingest really resamples) in a temporary folder. Goals (the issue):
+ingest at least half the plain read rate; windowing far above a training step's appetite (an
+LSTM(64) step eats ~2,400 windows/s on 2 CPU cores, `specs/keras-notes.md`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def current_rss_mb() -> float:
 def write_input_cohort(out: Path, hours: float, fs: float) -> tuple[Path, tuple[str, ...]]:
     """About `hours` recording-hours of synthetic WFDB (wfdb.wrsamp records if synth is absent)."""
     try:
-        from pipelines.synth import SynthConfig, write_cohort
+        from pipelines.sources.synth import SynthConfig, write_cohort
     except ImportError:
         return write_fallback_cohort(out, hours, fs), ("II", "ABP")
     patients = max(1, round(hours * 4))  # 15-minute records
@@ -86,8 +86,8 @@ def time_plain_reads(raw_dir: Path, channels: tuple[str, ...]) -> tuple[float, f
     """(recording hours, best-of-2 seconds) to `wfdb.rdrecord` every waveform record's channels."""
     import wfdb
 
-    from pipelines.channels import match_channels
-    from pipelines.records import find_records
+    from pipelines.ingest.channels import match_channels
+    from pipelines.ingest.records import find_records
 
     plan = []
     for path in find_records(raw_dir):
@@ -120,7 +120,8 @@ def time_ingest(raw_dir: Path, dataset_dir: Path, channels: tuple[str, ...], fs:
     """
     import shutil
 
-    from pipelines.ingest import IngestConfig, ingest
+    from pipelines.ingest.cohort import ingest
+    from pipelines.ingest.config import IngestConfig
 
     config = IngestConfig(raw_dir=raw_dir, dataset_dir=dataset_dir, channels=channels, fs=fs,
                           workers=workers, executor=executor)
@@ -162,8 +163,9 @@ def time_windows(dataset_dir: Path, args: argparse.Namespace) -> dict[str, float
     next `--epochs` epochs (each with its own shuffle). The materialized side gathers exactly the
     same window positions per batch, best of `--epochs` passes.
     """
-    from pipelines.dataset import load_dataset
-    from pipelines.windows import WindowDataset, WindowSpec  # imports keras (and its backend)
+    from pipelines.dataset.contract import load_dataset
+    from pipelines.windows.keras_data import WindowDataset  # imports keras (and its backend)
+    from pipelines.windows.spec import WindowSpec
 
     rss_before = current_rss_mb()
     spec = WindowSpec(input_steps=args.input_steps, horizon=args.horizon, stride=args.stride,

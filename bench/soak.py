@@ -32,9 +32,9 @@ for folder in (REPO, REPO / "tests"):  # run as `python bench/soak.py` from anyw
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+from live_server import LOAD_BODIES as BODIES  # noqa: E402
 from live_server import (  # noqa: E402
     LiveServer,
-    ecg_window,
     pct,
     run_load,
     write_lstm,
@@ -43,13 +43,6 @@ from live_server import (  # noqa: E402
 
 POST_PATHS = ["/v1/models/half:predict", "/v1/models/ecg:predict", "/v1/models/ecg:forecast",
               "/v1/models/half:classify", "/v1/models/half:regress", "/v2/models/ecg/infer"]
-BODIES = [
-    ("/v1/models/ecg:predict", json.dumps({"instances": [ecg_window()]}).encode()),
-    ("/v1/models/half:predict", b'{"instances": [[1.0], [2.0]]}'),
-    ("/v1/models/ecg:forecast",
-     json.dumps({"signal": {"II": [float(np.sin(i / 5)) for i in range(200)]},
-                 "fs": 100}).encode()),
-]
 
 
 def random_value(rng: random.Random, depth: int = 0):

@@ -4,13 +4,13 @@ One run, one reference shape (window 256, 1 channel, LSTM 64 units, horizon 32, 
 same number of windows for every path, measured in training windows per second:
 
 - `pulsecast`: a synthetic dataset written to a temp dir in the dataset contract
-  (`pipelines.dataset`), windowed on the fly by `WindowBatcher` behind the same PyDataset wrapper
-  `pipelines.train` uses, the model from `models.architectures.build_model` (arch lstm, units
-  [64]), compiled by `pipelines.train.compile_model` and fitted with `fit`'s arguments from
-  `pipelines.train.fit_model` (no checkpoint/TensorBoard callbacks: they cost per epoch, not per
-  window).
+  (`pipelines.dataset.contract`), windowed on the fly by `WindowBatcher` behind the same PyDataset
+  wrapper `pipelines.training.train` uses, the model from `models.architectures.build_model` (arch
+  lstm, units [64]), compiled by `pipelines.training.fit.compile_model` and fitted with `fit`'s
+  arguments from `pipelines.training.fit.fit_model` (no checkpoint/TensorBoard callbacks: they cost
+  per epoch, not per window).
 - `pulsecast_device`: the same model, recipe and windows (the batcher's order), but through
-  `pipelines.device_windows.DeviceWindows`: the signals sit on the device once and each compiled
+  `pipelines.windows.device.DeviceWindows`: the signals sit on the device once and each compiled
   step gathers its batch from int32 window starts (no per-batch host gather or big host->device
   copy; with `--steps-per-execution k`, k steps per dispatch).
 - `keras_numpy`: Keras `fit` on fully materialized numpy arrays, `Input -> LSTM(64) -> Dense(32)`
@@ -55,7 +55,7 @@ def write_synthetic_dataset(root: Path, n_windows: int, seed: int = 0) -> None:
     """A dataset folder in the ingest contract whose train split holds exactly `n_windows`."""
     import pandas as pd
 
-    from pipelines.dataset import MANIFEST_COLUMNS
+    from pipelines.dataset.contract import MANIFEST_COLUMNS
 
     (root / "signals").mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -132,13 +132,14 @@ def _timer_callback(times: list[float]):
 
 
 def _pulsecast_setup(data_root: Path, args):
-    """pulsecast's batcher, model and recipe for the reference shape, as `pipelines.train`."""
+    """pulsecast's batcher, model and recipe for the reference shape, as `pipelines.training`."""
     from models.architectures import build_model
     from models.spec import ModelSpec
     from pipelines.config import TrainConfig
-    from pipelines.dataset import load_dataset
-    from pipelines.train import fit_normalization
-    from pipelines.windows import WindowBatcher, WindowSpec
+    from pipelines.dataset.contract import load_dataset
+    from pipelines.training.fit import fit_normalization
+    from pipelines.windows.batcher import WindowBatcher
+    from pipelines.windows.spec import WindowSpec
 
     dataset = load_dataset(data_root)
     wspec = WindowSpec(INPUT_STEPS, HORIZON, 1, (CHANNEL,), (CHANNEL,))
@@ -155,7 +156,7 @@ def _pulsecast_setup(data_root: Path, args):
 
 def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
     """Epoch times of pulsecast's own path; returns (times, model) for the cuDNN evidence."""
-    from pipelines.train import _keyed, compile_model
+    from pipelines.training.fit import _keyed, compile_model
 
     batcher, model, mspec, cfg = _pulsecast_setup(data_root, args)
     steps = len(batcher)
@@ -166,16 +167,16 @@ def bench_pulsecast(data_root: Path, args) -> tuple[list[float], object]:
                      "max_queue_size": 2 * args.workers}
     train_ds = _keyed(batcher, list(model.output.keys()), **ds_kwargs)
     times: list[float] = []
-    # The same fit arguments as pipelines.train.fit_model.
+    # The same fit arguments as pipelines.training.fit.fit_model.
     model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
               callbacks=[_timer_callback(times)])
     return times, model
 
 
 def bench_pulsecast_device(data_root: Path, args) -> list[float]:
-    """pulsecast with `pipelines.device_windows`: signals on the device, windows cut in-step."""
-    from pipelines.device_windows import DeviceWindows
-    from pipelines.train import compile_model
+    """pulsecast with `pipelines.windows.device`: signals on the device, windows cut in-step."""
+    from pipelines.training.fit import compile_model
+    from pipelines.windows.device import DeviceWindows
 
     batcher, model, mspec, cfg = _pulsecast_setup(data_root, args)
     dw = DeviceWindows(batcher)
@@ -384,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pulsecast-bench-") as tmp:
         root = Path(tmp) / "dataset"
         write_synthetic_dataset(root, args.windows)
-        from pipelines.dataset import load_dataset
-        from pipelines.windows import WindowBatcher, WindowSpec
+        from pipelines.dataset.contract import load_dataset
+        from pipelines.windows.batcher import WindowBatcher
+        from pipelines.windows.spec import WindowSpec
 
         spec = WindowSpec(INPUT_STEPS, HORIZON, 1, (CHANNEL,), (CHANNEL,))
         x, y = WindowBatcher(load_dataset(root), spec, "train").materialize()

@@ -5,6 +5,10 @@ Every model maps a window of raw physical units to a forecast in raw physical un
     signal (B, T, C) -> normalize -> core -> head -> denormalize -> forecast (B, H, K)
                                                \\-> quantile head -> quantiles (B, H, K, Q)
 
+Owns the builders (`build_model`, the truncated-BPTT twin `build_stateful_twin`, the losses); the
+custom layers they use live beside them: `models.output_layers` (ordered quantiles, last-value
+anchor), `models.window_scale`, `models.cycle`, `models.normalization`, `models.fused_lstm`.
+
 Only `keras.layers` / `keras.ops`, so the same model runs on TensorFlow, JAX and PyTorch. Recurrent
 layers keep the defaults that leave the fused cuDNN kernels eligible (tanh/sigmoid, no recurrent
 dropout, unroll off, bias on); `models.params.check` reports it per layer.
@@ -12,92 +16,26 @@ dropout, unroll off, bias on); `models.params.check` reports it per layer.
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 from keras import layers, ops
 
 from models import fused_lstm
-from models.cycle import (
-    AdaptiveCycleMix,
-    CycleCandidates,
-    CycleMedian,
-    CycleMix,
-    WindowScale,
-    WindowUnscale,
-)
+from models.cycle import CycleCandidates, CycleMedian, CycleMix
 from models.normalization import (
     NormStats,
     make_input_normalizer,
     make_output_denormalizer,
     standardize_layer_class,
 )
+from models.output_layers import AnchorLast, OrderedQuantiles
 from models.spec import ModelSpec
+from models.window_scale import WindowScale, WindowUnscale
 
 # Full-rate samples at the end of the window that the cycle head's residual sees.
 RECENT_STEPS = 32
 
 # Registers `Standardize` at import, so `keras.saving.load_model` finds it after importing us.
 Standardize = standardize_layer_class()
-
-
-@keras.saving.register_keras_serializable(package="pulsecast")
-class OrderedQuantiles(layers.Layer):
-    """Raw `(..., Q)` scores -> non-crossing quantiles: a base plus cumulative softplus increments.
-
-    q_0 = s_0 and q_j = q_{j-1} + softplus(s_j), so q_0 <= q_1 <= ... for any weights: quantile
-    crossing is impossible by construction rather than penalised. No weights.
-    """
-
-    def call(self, scores):
-        base = scores[..., :1]
-        steps = ops.softplus(scores[..., 1:])
-        return ops.concatenate([base, base + ops.cumsum(steps, axis=-1)], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-@keras.saving.register_keras_serializable(package="pulsecast")
-class AnchorLast(layers.Layer):
-    """`[y, z]` -> y + the last step of z's `positions` channels, broadcast over y's horizon.
-
-    y `(B, H, K)` or `(B, H, K, Q)` (standardized change from the last value), z `(B, T, C)` the
-    standardized input. No weights.
-    """
-
-    def __init__(self, positions, **kwargs):
-        super().__init__(**kwargs)
-        self.positions = [int(p) for p in positions]
-
-    def call(self, inputs):
-        y, z = inputs
-        last = ops.expand_dims(ops.take(z[:, -1, :], self.positions, axis=1), 1)  # (B, 1, K)
-        if len(y.shape) == 4:
-            last = ops.expand_dims(last, -1)  # (B, 1, K, 1)
-        return y + last
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return {**super().get_config(), "positions": self.positions}
-
-
-def _targets_in_input_units(spec: ModelSpec, stats: NormStats) -> NormStats:
-    """`stats` whose target statistics are the input statistics of the target channels.
-
-    A forecast built from the targets' own past (copied cycles, the last value) is in their
-    *input* standardized units, so it goes back to physical units with the input statistics.
-    The target statistics (over the target windows) differ slightly, and mapping a copied sample
-    back with them moves it by (x - mean) * (std_t / std_in - 1) + (mean_t - mean_in).
-    """
-    positions = spec.targets_in_inputs
-    return dataclasses.replace(
-        stats,
-        target_mean=tuple(stats.input_mean[i] for i in positions),
-        target_std=tuple(stats.input_std[i] for i in positions),
-    )
 
 
 def _recurrent_layer(spec: ModelSpec, units: int, name: str, **kwargs) -> layers.Layer:
@@ -157,7 +95,7 @@ def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None) -> dict:
     h, k = spec.horizon, spec.n_targets
     anchored = spec.anchor == "last"
     if anchored:
-        stats = _targets_in_input_units(spec, stats)
+        stats = stats.targets_from_inputs(spec.targets_in_inputs)
     init = "zeros" if anchored else "glorot_uniform"  # anchored: start as persistence
     y = layers.Dense(h * k, kernel_initializer=init, name="head")(z)  # (B, H*K)
     y = layers.Reshape((h, k), name="head_reshape")(y)  # (B, H, K)
@@ -224,39 +162,25 @@ def _cycle_residual(spec: ModelSpec, z, stats: NormStats) -> dict:
     In per-window units (the last max-period samples of each channel centred and scaled), so the
     model is shift/scale equivariant. The residual Dense starts at zero: an untrained model is the
     mean of the `cycle_candidates` candidates, already a smoothed last-cycle forecast (see
-    `models.cycle`). The core sees the window average-pooled by `encoder_pool`. Its features
-    also drive the per-window mix (`cycle_mix = "adaptive"`) and the candidate shifts
-    (`max_shift_steps`), through zero-initialised Denses, so those start as the plain mean too.
+    `models.cycle`). The core sees the window average-pooled by `encoder_pool`.
     `cycle_mix = "median"` takes the candidates' median instead (no weights); `residual = false`
     leaves the residual out (what a core learns on one cohort need not carry to other records).
     """
     h, k = spec.horizon, spec.n_targets
     positions = spec.targets_in_inputs
     steps = spec.max_period_steps
-    stats = _targets_in_input_units(spec, stats)  # built from the targets' own past
+    stats = stats.targets_from_inputs(spec.targets_in_inputs)  # built from the targets' own past
     zs, loc, scale = WindowScale(steps, positions, name="window_scale")(z)  # (B, T, C)
     enc = zs
     if spec.encoder_pool > 1:
         enc = layers.AveragePooling1D(spec.encoder_pool, name="encoder_pool")(zs)
     feats = _core(spec, enc)  # (B, h_last)
     n = spec.cycle_candidates
-    finder = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, spec.search_steps, n,
-                             positions, max_shift=float(spec.max_shift_steps),
-                             align=spec.cycle_align, match_steps=spec.match_steps,
-                             level_decay=float(spec.level_decay_steps), name="cycle_candidates")
-    if spec.max_shift_steps > 0:
-        # The encoder moves each candidate by a fraction of a period (beat timing, HRV).
-        shift = layers.Dense(k * n, kernel_initializer="zeros", name="cycle_shift")(feats)
-        shift = layers.Reshape((k, n), name="cycle_shift_reshape")(shift)  # (B, K, N)
-        cands = finder([zs, shift])  # (B, H, K, N)
-    else:
-        cands = finder(zs)
-    if spec.cycle_mix == "adaptive":
-        # Per-window weights of the candidates, per block of horizon steps, from the encoder.
-        logits = layers.Dense(spec.mix_blocks * k * n, kernel_initializer="zeros",
-                              name="cycle_mix_logits")(feats)  # (B, G*K*N)
-        base = AdaptiveCycleMix(spec.mix_blocks, name="cycle_mix")([cands, logits])
-    elif spec.cycle_mix == "median":
+    cands = CycleCandidates(h, spec.min_period_steps, spec.max_period_steps, spec.search_steps,
+                            n, positions, align=spec.cycle_align, match_steps=spec.match_steps,
+                            level_decay=float(spec.level_decay_steps),
+                            name="cycle_candidates")(zs)  # (B, H, K, N)
+    if spec.cycle_mix == "median":
         base = CycleMedian(name="cycle_mix")(cands)  # (B, H, K)
     else:
         base = CycleMix(name="cycle_mix")(cands)  # (B, H, K)

@@ -1,7 +1,9 @@
 """In-graph cycle layers: the seasonal-naive forecast, computed inside the model, as a base.
 
+Owns the period search, the cycle-aligned candidates and their mixes.
+
 Physiological waveforms repeat beat by beat, so the best cheap forecast of the next second is the
-last cycle copied forward (`pipelines.baselines.last_cycle`). The `cycle_residual` head computes
+last cycle copied forward (`pipelines.evaluation.baselines`). The `cycle_residual` head computes
 that forecast inside the graph, so the SavedModel still takes raw units and returns raw units:
 
     z (B, T, C) standardized
@@ -9,28 +11,29 @@ that forecast inside the graph, so the SavedModel still takes raw units and retu
       -> CycleCandidates    period per window and target (normalised autocorrelation, first strong
                             peak), then N cycle-aligned copies: sample h of candidate k is
                             z[T - k*p + (h mod p)]                                   (B, H, K, N)
-      -> CycleMix           a learned per-(step, target) weighting of the N candidates, started at
-                            their mean (averaging cycles cancels beat-to-beat noise)   (B, H, K)
-         or AdaptiveCycleMix  a per-window softmax over the candidates whose logits the encoder
-                            predicts (per block of horizon steps), also started at the mean
-         or CycleMedian     their median (no weights; robust to one early, late or odd beat)
+      -> CycleMedian        their median (no weights; robust to one early, late or odd beat):
+                            what the shipped recipes use                               (B, H, K)
+         or CycleMix        a learned per-(step, target) weighting of the N candidates, started at
+                            their mean (averaging cycles cancels beat-to-beat noise)
       + residual from the recurrent encoder (zero at init; optional)
       -> WindowUnscale      back to the standardized units of the window's target      (B, H, K)
 
-Options of `CycleCandidates`: `align="peak"` lines each copied beat up on its own peak (the
-maximum near `last_peak - k*p`) instead of on `k*p`; `align="lag"` copies candidate k from the
+Options of `CycleCandidates`: `align="lag"` (the shipped recipes) copies candidate k from the
 sub-sample lag near `lag_{k-1} + p` where the last `match_steps` samples correlate best (read by
 linear interpolation: no drift of k times the period's rounding, no peak detector);
+`align="period"` copies from k whole periods back, the plain seasonal-naive reference;
 `level_decay > 0` moves each copy by the gap between the last observed sample and the sample
 before the copied one, fading as exp(-h / level_decay) (baseline wander, a beat of another
-amplitude); `max_shift > 0` takes a second input of per-candidate scores from the encoder and
-moves each candidate by up to `max_shift` samples, read by linear interpolation
-(differentiable), to follow beat-timing variation.
+amplitude). (Peak alignment, encoder-predicted candidate shifts and an adaptive per-window mix
+were tried and left out: no recipe uses them; commit c71777a has them.)
 
-Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period, peak and lag
-searches are argmaxes (no gradient flows through them, none is needed); everything after is
+`WindowScale` / `WindowUnscale` (per-window standardization) are in `models.window_scale`.
+
+Only `keras.ops`, so the layers run on TensorFlow, JAX and PyTorch. The period and lag searches
+are argmaxes (no gradient flows through them, none is needed); everything after is
 differentiable.
-Only the mixes have weights: horizon * n_targets * n_candidates (`models.params.cycle_mix_params`).
+Only `CycleMix` has weights: horizon * n_targets * n_candidates
+(`models.params.cycle_mix_params`).
 """
 
 from __future__ import annotations
@@ -39,80 +42,15 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from models.window_scale import target_positions_list
+
 # r below this is no cycle (noise); peaks below RELATIVE_PEAK * best lose to a later, stronger one.
 MIN_CORRELATION = 0.5
 RELATIVE_PEAK = 0.9
 _EPS = 1e-6
 # Mean square (per sample) below which the last segment counts as flat: no cycle to search for.
 _FLAT = 1e-8
-ALIGNS = ("period", "peak", "lag")
-
-
-def _positions(target_positions, n: int | None = None) -> list[int]:
-    positions = [int(p) for p in target_positions]
-    if not positions:
-        raise ValueError("target_positions must name at least one channel, got []")
-    if n is not None and (min(positions) < 0 or max(positions) >= n):
-        raise ValueError(f"target_positions {positions} out of range for {n} channels")
-    return positions
-
-
-@keras.saving.register_keras_serializable(package="pulsecast")
-class WindowScale(layers.Layer):
-    """Per-window standardization: `(z - m) / s` per channel, m and s over the last `steps` samples.
-
-    Input `(B, T, C)`. Outputs `[scaled (B, T, C), loc (B, 1, K), scale (B, 1, K)]`, the last two
-    for the target channels (`target_positions`) so `WindowUnscale` can map a forecast back. A
-    model built on scaled windows is shift- and scale-equivariant, which is what lets it move
-    from the synthetic cohort to real records with other gains and baselines. No weights.
-    """
-
-    def __init__(self, steps: int, target_positions=(0,), min_scale: float = 1e-3, **kwargs):
-        super().__init__(**kwargs)
-        if int(steps) < 2:
-            raise ValueError(f"steps must be >= 2, got {steps}")
-        self.steps = int(steps)
-        self.target_positions = _positions(target_positions)
-        self.min_scale = float(min_scale)
-
-    def call(self, z):
-        tail = z[:, -self.steps :, :]  # (B, W, C)
-        loc = ops.mean(tail, axis=1, keepdims=True)  # (B, 1, C)
-        scale = ops.sqrt(ops.mean(ops.square(tail - loc), axis=1, keepdims=True))
-        # A flat window (lead off) is only centred, like Standardize's MIN_STD rule.
-        scale = ops.maximum(scale, self.min_scale)
-        idx = self.target_positions
-        t_loc = ops.take(loc, idx, axis=2)  # (B, 1, K)
-        t_scale = ops.take(scale, idx, axis=2)
-        return [(z - loc) / scale, t_loc, t_scale]
-
-    def compute_output_shape(self, input_shape):
-        b, _, _ = input_shape
-        k = len(self.target_positions)
-        return [tuple(input_shape), (b, 1, k), (b, 1, k)]
-
-    def get_config(self):
-        return {**super().get_config(), "steps": self.steps,
-                "target_positions": self.target_positions, "min_scale": self.min_scale}
-
-
-@keras.saving.register_keras_serializable(package="pulsecast")
-class WindowUnscale(layers.Layer):
-    """`(y + offset) * scale + loc`, back from per-window units. No weights.
-
-    Inputs `[y, loc (B, 1, K), scale (B, 1, K)]` with `y` `(B, H, K)`, or `(B, H, K, Q)` plus a
-    fourth input `offset (B, H, K)` (the point forecast the quantiles are centred on).
-    """
-
-    def call(self, inputs):
-        y, loc, scale = inputs[:3]
-        if len(inputs) == 4:  # quantiles (B, H, K, Q) around the point forecast (B, H, K)
-            loc, scale = ops.expand_dims(loc, -1), ops.expand_dims(scale, -1)
-            y = y + ops.expand_dims(inputs[3], -1)
-        return y * scale + loc
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0])
+ALIGNS = ("period", "lag")
 
 
 def _lag_correlation(s, gather: np.ndarray):
@@ -178,24 +116,16 @@ class CycleCandidates(layers.Layer):
     the lag of highest correlation. Candidate k (1-based) at horizon step h copies sample
     `T - k*p + (h mod p)`, clipped into the window. No weights.
 
-    With `align="peak"`, candidate k copies the beat around the k-th peak before the last one
-    (the maximum near `last_peak - k*p`), at the phase the forecast has after the last peak:
-    `peak_k + ((T - last_peak + h) mod p)`: beats lined up on their own peaks, not on `k*p`.
-
     With `align="lag"`, candidate k copies `T - L_k + (h mod L_k)` at a sub-sample lag `L_k`
     matched by correlation (`_matched_lags`), read by linear interpolation.
 
     With `level_decay > 0` (samples), each candidate is moved by `gap * exp(-h / level_decay)`,
     `gap` the last observed sample minus the sample just before the candidate's first one.
-
-    Called on `[z, shift]` with `shift` `(B, K, N)` (raw scores, e.g. from the encoder), candidate
-    k is read `max_shift * tanh(shift[..., k])` samples later, by linear interpolation.
     """
 
     def __init__(self, horizon: int, min_lag: int, max_lag: int, steps: int,
-                 n_candidates: int = 3, target_positions=(0,), max_shift: float = 0.0,
-                 align: str = "period", match_steps: int = 60, level_decay: float = 0.0,
-                 **kwargs):
+                 n_candidates: int = 3, target_positions=(0,), align: str = "period",
+                 match_steps: int = 60, level_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if align not in ALIGNS:
             raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
@@ -206,25 +136,20 @@ class CycleCandidates(layers.Layer):
         self.level_decay = float(level_decay)
         if self.level_decay < 0:
             raise ValueError(f"level_decay must be >= 0 samples, got {level_decay}")
-        self.max_shift = float(max_shift)
-        if self.max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0 samples, got {max_shift}")
         self.horizon = int(horizon)
         self.min_lag = int(min_lag)
         self.max_lag = int(max_lag)
         self.steps = int(steps)
         self.n_candidates = int(n_candidates)
-        self.target_positions = _positions(target_positions)
+        self.target_positions = target_positions_list(target_positions)
         if self.n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
         if not 2 <= self.min_lag <= self.max_lag:
             raise ValueError(f"need 2 <= min_lag <= max_lag, got {min_lag} and {max_lag}")
 
     def build(self, input_shape):
-        if isinstance(input_shape, list) and isinstance(input_shape[0], (list, tuple)):
-            input_shape = input_shape[0]  # [z, shift]
         self.input_steps = int(input_shape[1])
-        _positions(self.target_positions, int(input_shape[2]))
+        target_positions_list(self.target_positions, int(input_shape[2]))
         self._gather = period_search_indices(self.input_steps, self.min_lag, self.max_lag,
                                              self.steps)  # (L, W)
         if self.align == "lag":
@@ -257,12 +182,10 @@ class CycleCandidates(layers.Layer):
         fallback = ops.take(lags, ops.argmax(mid, axis=-1))
         return ops.where(ops.any(ok, axis=-1), refined, fallback)
 
-    def call(self, inputs):
-        z, shift = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
+    def call(self, z):
         s = ops.transpose(ops.take(z, self.target_positions, axis=2), (0, 2, 1))  # (B, K, T)
         p = ops.expand_dims(self.periods(z), -1)  # (B, K, 1)
         h = ops.arange(self.horizon, dtype="int32")  # (H,)
-        starts = self._peak_starts(s, p) if self.align == "peak" else None
         lags = self._matched_lags(s, p) if self.align == "lag" else None
         cands = []
         for k in range(1, self.n_candidates + 1):
@@ -270,17 +193,9 @@ class CycleCandidates(layers.Layer):
                 lag = lags[k - 1]  # (B, K, 1) float, sub-sample
                 hf = ops.cast(h, lag.dtype)
                 pos = self.input_steps - lag + (hf - lag * ops.floor(hf / lag))  # (B, K, H)
-            elif starts is None:
-                pos = self.input_steps - k * p + ops.mod(h, p)  # (B, K, H) int
             else:
-                t_last, t_k = starts[0], starts[k]  # (B, K, 1)
-                pos = t_k + ops.mod(self.input_steps - t_last + h, p)
+                pos = self.input_steps - k * p + ops.mod(h, p)  # (B, K, H) int
             pos = ops.cast(pos, s.dtype)
-            if shift is not None:
-                # A continuous shift (samples, |shift| < max_shift) of the whole candidate:
-                # differentiable in the shift, so the encoder can learn to move the copied beat to
-                # where the next one will be (heart-rate variability).
-                pos = pos + self.max_shift * ops.tanh(shift[:, :, k - 1 : k])  # (B, K, H)
             cand = _read(s, pos)  # (B, K, H)
             if self.level_decay > 0:
                 # The copy continues from the sample before its first one; where that sample
@@ -332,37 +247,14 @@ class CycleCandidates(layers.Layer):
             prev = lag
         return out
 
-    def _peak_starts(self, s, p):
-        """Sample index of the last peak and of the peak about k periods before it, k = 1..N.
-
-        `s` `(B, K, T)`, `p` `(B, K, 1)` int; returns N + 1 tensors `(B, K, 1)` int32. The last
-        peak is the maximum of the last period; peak k the maximum within a quarter period of
-        `last - k*p`, so each copied beat is lined up on its own peak, whatever the beat-to-beat
-        variation of the intervals.
-        """
-        s = ops.stop_gradient(s)
-        t = ops.arange(self.input_steps, dtype="int32")  # (T,)
-        low = ops.full_like(s, -1e9)
-        last = ops.argmax(ops.where(t >= self.input_steps - p, s, low), axis=-1)
-        out = [ops.expand_dims(ops.cast(last, "int32"), -1)]
-        quarter = ops.maximum(p // 4, 1)
-        for k in range(1, self.n_candidates + 1):
-            near = ops.abs(t - (out[0] - k * p)) <= quarter  # (B, K, T)
-            out.append(ops.expand_dims(ops.cast(ops.argmax(ops.where(near, s, low), axis=-1),
-                                                "int32"), -1))
-        return out
-
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, list) and isinstance(input_shape[0], (list, tuple)):
-            input_shape = input_shape[0]
         return (input_shape[0], self.horizon, len(self.target_positions), self.n_candidates)
 
     def get_config(self):
         return {**super().get_config(), "horizon": self.horizon, "min_lag": self.min_lag,
                 "max_lag": self.max_lag, "steps": self.steps, "n_candidates": self.n_candidates,
-                "target_positions": self.target_positions, "max_shift": self.max_shift,
-                "align": self.align, "match_steps": self.match_steps,
-                "level_decay": self.level_decay}
+                "target_positions": self.target_positions, "align": self.align,
+                "match_steps": self.match_steps, "level_decay": self.level_decay}
 
 
 @keras.saving.register_keras_serializable(package="pulsecast")
@@ -383,44 +275,6 @@ class CycleMix(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1])
-
-
-@keras.saving.register_keras_serializable(package="pulsecast")
-class AdaptiveCycleMix(layers.Layer):
-    """Per-window convex weights of the candidates: `[(B, H, K, N), (B, G*K*N)]` -> `(B, H, K)`.
-
-    The weights are `softmax_N(static[h, k] + logits[block(h), k])`: a learned static part (one
-    logit per horizon step, target and candidate, H * K * N weights) plus a per-window part the
-    encoder predicts for each of `blocks` (G) equal blocks of horizon steps. Static logits start at
-    0 and the encoder's Dense at zero, so the model starts as the mean of the candidates.
-    """
-
-    def __init__(self, blocks: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        if int(blocks) < 1:
-            raise ValueError(f"blocks must be >= 1, got {blocks}")
-        self.blocks = int(blocks)
-
-    def build(self, input_shape):
-        _, h, k, n = input_shape[0]
-        if self.blocks > h:
-            raise ValueError(f"blocks must be <= horizon={h}, got {self.blocks}")
-        self.logits = self.add_weight(name="logits", shape=(h, k, n), initializer="zeros")
-        self._block_of = (np.arange(h) * self.blocks // h).astype("int32")  # (H,)
-
-    def call(self, inputs):
-        cands, dyn = inputs
-        _, h, k, n = cands.shape
-        dyn = ops.reshape(dyn, (-1, self.blocks, k, n))  # (B, G, K, N)
-        dyn = ops.take(dyn, ops.convert_to_tensor(self._block_of), axis=1)  # (B, H, K, N)
-        w = ops.softmax(dyn + ops.cast(self.logits, cands.dtype), axis=-1)
-        return ops.sum(cands * w, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0][:-1])
-
-    def get_config(self):
-        return {**super().get_config(), "blocks": self.blocks}
 
 
 @keras.saving.register_keras_serializable(package="pulsecast")

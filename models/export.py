@@ -7,8 +7,10 @@ What `export_savedmodel` writes into a version folder (see `models.store` for th
         channels) in physical units; one output per model output, keyed by the model's output
         names (`forecast`, and `quantiles` for probabilistic recipes), never `output_0`.
     assets.extra/pulsecast.json
-        the caller's metadata plus `exported_at` (UTC ISO 8601), `keras_version`,
-        `tensorflow_version` and `serving_signature` (input/output names and shapes).
+        the caller's metadata (a `models.metadata.VersionMetadata`, or a plain mapping for
+        partial documents) plus `exported_at` (UTC ISO 8601), `keras_version`,
+        `tensorflow_version`, `serving_signature` (input/output names and shapes) and
+        `warmup_records`, written through `models.metadata`.
     assets.extra/tf_serving_warmup_requests
         a TFRecord of `tensorflow.serving.PredictionLog` protos (tensorflow-serving-api): predict
         requests on `serving_default` with a batch of 1 and the full warmup batch, replayed by
@@ -17,8 +19,9 @@ What `export_savedmodel` writes into a version folder (see `models.store` for th
 GPU trap: Keras picks the cuDNN LSTM/GRU kernel at trace time when TensorFlow sees a GPU, and a
 graph holding `CudnnRNNV3` cannot run on a CPU-only server. `export_savedmodel` refuses to leave
 such a graph behind (`ExportError`); on a GPU host call `export_in_subprocess`, which exports from
-a child process with `CUDA_VISIBLE_DEVICES=-1`. `verify_savedmodel` loads the result in a fresh
-CPU-only process and checks it reproduces the Keras model's numbers. Intended flow:
+a child process with `CUDA_VISIBLE_DEVICES=-1`. `verify_savedmodel` (`models.verify`, re-exported
+here) loads the result in a fresh CPU-only process and checks it reproduces the Keras model's
+numbers. Intended flow:
 
     store.publish(base, lambda staging: (
         export_savedmodel(model, staging, metadata, x[:8]),
@@ -31,9 +34,6 @@ TensorFlow and Keras are imported inside the functions: importing this module is
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -43,22 +43,19 @@ from typing import Any
 
 import numpy as np
 
-INPUT_KEY = "signal"
-SIGNATURE_KEY = "serving_default"
-ENDPOINT_NAME = "serve"
-WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
-METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
+from models.layout import INPUT_KEY, SERVE_TAG, SIGNATURE_KEY, WARMUP_RELPATH
+from models.metadata import VersionMetadata, write_metadata, write_metadata_json
+from models.verify import ExportVerificationError as ExportVerificationError  # re-exported
+from models.verify import run_cpu_child
+from models.verify import verify_savedmodel as verify_savedmodel  # re-exported
+
+ENDPOINT_NAME = SERVE_TAG
 _CUDNN_OP_PREFIX = "CudnnRNN"
 _FUSED_OP_PREFIX = "PulsecastLstm"  # models/fused_lstm_op.cc
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ExportError(ValueError):
     """A model that cannot be exported as promised (shape, names, GPU-only ops)."""
-
-
-class ExportVerificationError(ValueError):
-    """An exported SavedModel whose `serving_default` does not reproduce the Keras model."""
 
 
 def _input_dims(model: Any) -> tuple[int, int]:
@@ -139,7 +136,7 @@ def _find_ops(path: str | Path, prefix: str) -> list[str]:
 def export_savedmodel(
     model: Any,
     path: str | Path,
-    metadata: Mapping[str, Any],
+    metadata: VersionMetadata | Mapping[str, Any],
     warmup_batch: np.ndarray,
 ) -> Path:
     """Write `model` as a SavedModel into `path` (absent or empty) with metadata and warmup file.
@@ -190,39 +187,18 @@ def export_savedmodel(
             "has no kernel for them"
         )
     n_warmup = _write_warmup(path / WARMUP_RELPATH, batch)
-    info = {
-        **dict(metadata),
+    stamps = {
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
         "serving_signature": signature,
         "warmup_records": n_warmup,
     }
-    (path / METADATA_RELPATH).write_text(
-        json.dumps(info, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    if isinstance(metadata, VersionMetadata):
+        write_metadata(path, metadata.replace(**stamps))
+    else:  # a partial document (tests, SavedModels for other tools): written as given
+        write_metadata_json(path, {**dict(metadata), **stamps})
     return path
-
-
-def _cpu_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = "-1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    return env
-
-
-def _run_child(script: str, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env=_cpu_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 _EXPORT_CHILD = textwrap.dedent(
@@ -236,7 +212,11 @@ _EXPORT_CHILD = textwrap.dedent(
     import keras
     from models.export import export_savedmodel
     model = keras.saving.load_model(spec["model_path"], compile=False)
-    export_savedmodel(model, out, spec["metadata"], np.load(work + "/warmup.npy"))
+    meta = spec["metadata"]
+    if spec["typed"]:
+        from models.metadata import VersionMetadata
+        meta = VersionMetadata.from_dict(meta)
+    export_savedmodel(model, out, meta, np.load(work + "/warmup.npy"))
     """
 )
 
@@ -244,7 +224,7 @@ _EXPORT_CHILD = textwrap.dedent(
 def export_in_subprocess(
     model: Any,
     path: str | Path,
-    metadata: Mapping[str, Any],
+    metadata: VersionMetadata | Mapping[str, Any],
     warmup_batch: np.ndarray,
     *,
     import_modules: Sequence[str] = ("models.architectures",),
@@ -256,6 +236,7 @@ def export_in_subprocess(
     `.keras` file. `import_modules` are imported in the child first so custom layers are
     registered. Raises `ExportError` with the child's stderr tail when it fails.
     """
+    typed = isinstance(metadata, VersionMetadata)
     with tempfile.TemporaryDirectory(prefix="pulsecast-export-") as work:
         if isinstance(model, str | Path):
             model_path = str(model)
@@ -265,102 +246,15 @@ def export_in_subprocess(
         np.save(Path(work) / "warmup.npy", np.asarray(warmup_batch, dtype=np.float32))
         job = {
             "model_path": model_path,
-            "metadata": dict(metadata),
+            "metadata": (metadata.to_dict() if typed else dict(metadata)),
+            "typed": typed,
             "import_modules": list(import_modules),
         }
         (Path(work) / "job.json").write_text(json.dumps(job, allow_nan=False), encoding="utf-8")
-        done = _run_child(_EXPORT_CHILD, [work, str(path)], timeout_s)
+        done = run_cpu_child(_EXPORT_CHILD, [work, str(path)], timeout_s)
     if done.returncode != 0:
         raise ExportError(
             f"export in a CPU-only subprocess failed (exit {done.returncode}):\n"
             f"{done.stderr[-3000:]}"
         )
     return Path(path)
-
-
-_VERIFY_CHILD = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    path, work = sys.argv[1], sys.argv[2]
-    data = np.load(work + "/data.npz")
-    loaded = tf.saved_model.load(path)
-    report = {"signatures": sorted(loaded.signatures.keys())}
-    fn = loaded.signatures.get("serving_default")
-    if fn is not None:
-        inputs = fn.structured_input_signature[1]
-        report["inputs"] = {k: [d for d in v.shape.as_list()] for k, v in inputs.items()}
-        report["outputs"] = sorted(fn.structured_outputs)
-        if list(inputs) == ["signal"]:
-            got = fn(signal=tf.constant(data["x"], dtype=tf.float32))
-            np.savez(work + "/got.npz", **{k: v.numpy() for k, v in got.items()})
-    json.dump(report, open(work + "/report.json", "w"))
-    """
-)
-
-
-def verify_savedmodel(
-    path: str | Path,
-    x: np.ndarray,
-    expected: np.ndarray | Mapping[str, np.ndarray],
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    timeout_s: float = 300.0,
-) -> dict[str, float]:
-    """Check, in a fresh CPU-only process, that the SavedModel reproduces the Keras model.
-
-    Loads `path` with `tf.saved_model.load` in a child process (`CUDA_VISIBLE_DEVICES=-1`, so a
-    graph needing cuDNN fails here, not on the server), calls `serving_default(signal=x)` and
-    compares with `expected`: a dict {output name: array}, or one array for the `forecast` (or
-    only) output. Passes when |got - expected| <= atol + rtol * |expected| everywhere.
-    Returns {output name: max abs difference}; raises `ExportVerificationError` naming the
-    output and the difference otherwise.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    with tempfile.TemporaryDirectory(prefix="pulsecast-verify-") as work:
-        np.savez(Path(work) / "data.npz", x=x)
-        done = _run_child(_VERIFY_CHILD, [str(path), work], timeout_s)
-        if done.returncode != 0:
-            raise ExportVerificationError(
-                f"loading {path} in a fresh CPU-only process failed (exit {done.returncode}):\n"
-                f"{done.stderr[-3000:]}"
-            )
-        report = json.loads((Path(work) / "report.json").read_text())
-        got_path = Path(work) / "got.npz"
-        got = dict(np.load(got_path)) if got_path.exists() else {}
-    if SIGNATURE_KEY not in report["signatures"]:
-        raise ExportVerificationError(
-            f"{path} has no {SIGNATURE_KEY!r} signature, only {report['signatures']}"
-        )
-    if list(report["inputs"]) != [INPUT_KEY]:
-        raise ExportVerificationError(
-            f"{SIGNATURE_KEY} inputs must be exactly [{INPUT_KEY!r}], got {list(report['inputs'])}"
-        )
-    if not isinstance(expected, Mapping):
-        names = report["outputs"]
-        key = "forecast" if "forecast" in names else (names[0] if len(names) == 1 else None)
-        if key is None:
-            raise ExportVerificationError(
-                f"expected is one array but {SIGNATURE_KEY} has outputs {names}; pass a dict"
-            )
-        expected = {key: expected}
-    diffs: dict[str, float] = {}
-    for name, want in expected.items():
-        if name not in got:
-            raise ExportVerificationError(
-                f"{SIGNATURE_KEY} has no output {name!r}; outputs are {sorted(got)}"
-            )
-        want = np.asarray(want)
-        if got[name].shape != want.shape:
-            raise ExportVerificationError(
-                f"output {name!r} has shape {got[name].shape}, expected {want.shape}"
-            )
-        diff = np.abs(got[name].astype(np.float64) - want)
-        diffs[name] = float(diff.max()) if diff.size else 0.0
-        if not np.all(diff <= atol + rtol * np.abs(want)):
-            raise ExportVerificationError(
-                f"output {name!r} of {path} differs from the Keras model by up to "
-                f"{diffs[name]:.3g} (atol={atol}, rtol={rtol})"
-            )
-    return diffs

@@ -10,7 +10,7 @@ Serving client sends millivolts and gets millivolts, and train/serve skew cannot
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,18 @@ class NormStats:
         for name in ("input_std", "target_std"):
             if min(getattr(self, name)) <= 0:
                 raise ValueError(f"NormStats.{name} must be > 0, got {getattr(self, name)!r}")
+
+    def targets_from_inputs(self, positions: tuple[int, ...]) -> NormStats:
+        """These stats with the target statistics replaced by the input statistics of the target
+        channels (`positions`: each target's index among the inputs).
+
+        A forecast built from the targets' own past (copied cycles, the last value) is in their
+        *input* standardized units, so it goes back to physical units with the input statistics.
+        The target statistics (over the target windows) differ slightly, and mapping a copied
+        sample back with them moves it by (x - mean) * (std_t / std_in - 1) + (mean_t - mean_in).
+        """
+        return replace(self, target_mean=tuple(self.input_mean[i] for i in positions),
+                       target_std=tuple(self.input_std[i] for i in positions))
 
     @classmethod
     def identity(cls, n_channels: int, n_targets: int) -> NormStats:

@@ -11,8 +11,6 @@ d = input features of the layer, h = its units:
     Standardize 2d                   per-channel mean and std, non-trainable
     Normalization  2d + 1 (adapted: mean, variance, count) or 0 (statistics given as constants)
     CycleMix    H·K·N                one weight per horizon step, target and cycle candidate
-    AdaptiveCycleMix  H·K·N          static logits per step, target and candidate (the per-window
-                                     logits come from a Dense, counted as a Dense)
 
 A model whose Keras count disagrees with its formula is a bug (a wrong input width, a stray bias),
 and training refuses it. The formulas are pure; `check` reads the layers of a built model (the only
@@ -164,9 +162,8 @@ def expected_params(layer, d: int | None) -> tuple[str, int | None, str, int]:
         return kind, h, f"{d}·{h}+{h if bias else 0}", dense_params(d, h, bias)
     if kind == "Standardize":
         return kind, None, f"2·{d} (mean, std; non-trainable)", standardize_params(d)
-    if kind in ("CycleMix", "AdaptiveCycleMix"):
-        cands = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
-        _, horizon, k, n = cands.shape  # (B, H, K, N) candidates
+    if kind == "CycleMix":
+        _, horizon, k, n = layer.input.shape  # (B, H, K, N) candidates
         return kind, None, f"{horizon}·{k}·{n}", cycle_mix_params(horizon, k, n)
     if kind == "Normalization":
         adapted = bool(layer.weights)

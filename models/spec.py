@@ -15,8 +15,8 @@ ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
 HEADS: tuple[str, ...] = ("direct", "cycle_residual")
 ANCHORS: tuple[str, ...] = ("none", "last")
-CYCLE_MIXES: tuple[str, ...] = ("static", "adaptive", "median")
-CYCLE_ALIGNS: tuple[str, ...] = ("period", "peak", "lag")
+CYCLE_MIXES: tuple[str, ...] = ("static", "median")
+CYCLE_ALIGNS: tuple[str, ...] = ("period", "lag")
 
 
 class SpecError(ValueError):
@@ -43,23 +43,19 @@ class ModelSpec:
       autocorrelation over periods `min_period_steps..max_period_steps`, plus a residual from the
       core, all in per-window scaled units; see `models.cycle`). Not for `seq2seq`.
     - `cycle_mix`: how the cycle head weights its candidates: `static` (one learned weight per
-      horizon step, target and candidate) or `adaptive` (a softmax over the candidates whose
-      logits the core predicts per window, for each of `mix_blocks` blocks of horizon steps)
-      or `median` (no weights: the median of the candidates, robust to one odd beat).
-    - `max_shift_steps`: > 0 lets the core shift each candidate by up to this many samples
-      (continuous, linear interpolation) to line its beats up with the coming ones; 0 = off.
+      horizon step, target and candidate) or `median` (no weights: the median of the
+      candidates, robust to one odd beat; the shipped recipes).
     - `residual_dropout`: dropout on the cycle head's residual features while training (keeps the
       residual from leaning on features that do not carry over to other records); 0 = off.
     - `period_search_steps`: how many of the last samples the period search correlates with
       their lagged copies; longer averages over beat-to-beat variation (0 = `max_period_steps`).
-    - `cycle_align`: `period` (candidate k starts k periods back), `peak` (candidate k is the
-      beat around the k-th last peak, read at the phase the forecast has after the last peak) or
-      `lag` (candidate k copies from the sub-sample lag near k periods where the last
-      `match_steps` samples correlate best: follows beat-to-beat drift without a peak detector).
+    - `cycle_align`: `period` (candidate k starts k periods back) or `lag` (candidate k copies
+      from the sub-sample lag near k periods where the last `match_steps` samples correlate
+      best: follows beat-to-beat drift without a peak detector; the shipped recipes).
     - `match_steps`: samples the `lag` alignment correlates (about half a beat: the shape just
       before the forecast origin).
     - `residual`: False leaves the core's residual out: the head is then the candidates' mix
-      alone (with `cycle_mix = "adaptive"` the core still picks the mix weights).
+      alone.
     - `level_decay_steps`: > 0 moves each candidate by the gap between the last observed sample
       and the sample before the copied one, fading as exp(-h / level_decay_steps); 0 = off.
     - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
@@ -88,8 +84,6 @@ class ModelSpec:
     max_period_steps: int = 188  # 1.5 s at 125 Hz
     encoder_pool: int = 1
     cycle_mix: str = "static"
-    mix_blocks: int = 1
-    max_shift_steps: int = 0
     cycle_align: str = "period"
     period_search_steps: int = 0
     residual_dropout: float = 0.0
@@ -142,16 +136,13 @@ class ModelSpec:
         search = self.period_search_steps
         if isinstance(search, bool) or not isinstance(search, int) or search < 0:
             raise SpecError(f"period_search_steps must be an integer >= 0, got {search!r}")
-        for name in ("max_shift_steps", "level_decay_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
+        value = self.level_decay_steps
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SpecError(f"level_decay_steps must be an integer >= 0, got {value!r}")
         if not isinstance(self.residual, bool):
             raise SpecError(f"residual must be true or false, got {self.residual!r}")
-        if self.mix_blocks > self.horizon:
-            raise SpecError(f"mix_blocks must be <= horizon={self.horizon}, got {self.mix_blocks}")
         for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps",
-                     "mix_blocks", "match_steps"):
+                     "match_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be an integer >= 1, got {value!r}")

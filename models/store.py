@@ -10,6 +10,9 @@ On disk:
         .3.staging-k2j9x/                  a version being written: TF Serving ignores non-numeric
                                            names, and so does `list_versions`
 
+What a version folder holds and which names are versions is `models.layout` (TF Serving's rule,
+shared with the server); `pulsecast.json` is read and written through `models.metadata`.
+
 A version appears only by one atomic `os.rename` of a complete staging folder (`publish`), so a
 server polling the base path never sees a half-written model. Staging folders left by a killed
 publisher stay hidden; `remove_stale_staging` clears them.
@@ -18,7 +21,6 @@ publisher stay hidden; `remove_stale_staging` clears them.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -30,11 +32,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from models.layout import METADATA_RELPATH as METADATA_RELPATH  # re-exported for callers
+from models.layout import scan_versions, version_dir_name
+from models.metadata import MetadataError, read_metadata_json
+
 log = logging.getLogger(__name__)
 
-METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_VERSION = re.compile(r"[0-9]+")
+# Staging folders are hidden names: no version name starts with "." (models.layout).
 _STAGING_PREFIX = "."
 _MAX_CLAIM_ATTEMPTS = 1000
 
@@ -64,14 +69,18 @@ def model_base_path(model_store: str | Path, model_name: str) -> Path:
 def list_versions(base: str | Path) -> list[int]:
     """Version numbers under a model base path, ascending; [] when the path does not exist.
 
-    Like TF Serving, only folders whose whole name is decimal digits count (`007` is 7); staging
-    folders (leading `.`) and anything else are ignored.
+    Folders whose name reads as a version by TF Serving's rule count (`007` is 7,
+    `models.layout.parse_version_name`); staging folders (leading `.`) and anything else are
+    ignored.
     """
+    return sorted(_scan_or_empty(base))
+
+
+def _scan_or_empty(base: str | Path) -> dict[int, Path]:
     try:
-        entries = list(os.scandir(base))
+        return scan_versions(base)
     except FileNotFoundError:
-        return []
-    return sorted({int(e.name) for e in entries if _VERSION.fullmatch(e.name) and e.is_dir()})
+        return {}
 
 
 def next_version(base: str | Path) -> int:
@@ -81,28 +90,28 @@ def next_version(base: str | Path) -> int:
 
 
 def version_path(base: str | Path, version: int) -> Path:
-    """The folder of `version` under `base`; `FileNotFoundError` naming it when absent."""
+    """The folder of `version` under `base` (`7/`, or `007/` when that is how it is named);
+    `FileNotFoundError` naming it when absent."""
     path = Path(base) / str(int(version))
-    if not path.is_dir():
+    if path.is_dir():
+        return path
+    found = _scan_or_empty(base).get(int(version))
+    if found is None:
         raise FileNotFoundError(f"version {version} not found under {base} (no folder {path})")
-    return path
+    return found
 
 
 def read_metadata(version_dir: str | Path) -> dict:
-    """`assets.extra/pulsecast.json` of one version folder, as a dict.
+    """`assets.extra/pulsecast.json` of one version folder, as a plain dict (untyped: partial
+    documents are fine here; `models.metadata.read_metadata` gives the typed form).
 
     `FileNotFoundError` when absent (a SavedModel pulsecast did not make); `ModelStoreError` naming
     the file when it is not a JSON object.
     """
-    path = Path(version_dir) / METADATA_RELPATH
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelStoreError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelStoreError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+        return read_metadata_json(version_dir)
+    except MetadataError as exc:
+        raise ModelStoreError(str(exc)) from exc
 
 
 def publish(base: str | Path, build_fn: Callable[[Path], object]) -> tuple[int, Path]:
@@ -133,7 +142,7 @@ def publish(base: str | Path, build_fn: Callable[[Path], object]) -> tuple[int, 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    path = base / str(version)
+    path = base / version_dir_name(version)
     log.info("published version %d at %s", version, path)
     return version, path
 
@@ -141,7 +150,7 @@ def publish(base: str | Path, build_fn: Callable[[Path], object]) -> tuple[int, 
 def _claim(base: Path, staging: Path, start: int) -> int:
     version = max(start, next_version(base))
     for _ in range(_MAX_CLAIM_ATTEMPTS):
-        target = base / str(version)
+        target = base / version_dir_name(version)
         if not os.path.lexists(target):
             try:
                 os.rename(staging, target)
@@ -225,8 +234,7 @@ def read_version_infos(base: str | Path) -> list[VersionInfo]:
     """`VersionInfo` for every version under `base`, ascending. A version without (readable)
     metadata still gets a row, with its folder's modification time as `created`."""
     infos = []
-    for version in list_versions(base):
-        path = Path(base) / str(version)
+    for version, path in sorted(_scan_or_empty(base).items()):
         try:
             meta: dict | None = read_metadata(path)
         except (FileNotFoundError, ModelStoreError):

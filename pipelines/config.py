@@ -1,175 +1,198 @@
-"""Training recipes: a TOML file read into frozen, validated dataclasses.
-
-A recipe (`configs/<name>.toml`) has a top-level `name` and four tables:
+"""Training recipes: a TOML file (`configs/<name>.toml`), a top-level `name` and five tables:
 
 - `[data]`: where the records are and how to ingest them (`raw`, `dataset`, `channels`, `fs`,
   `numerics`, `fill_gap_s`: interpolate each channel's gaps up to this long at ingest);
-- `[window]`: `input_steps`, `horizon`, `stride`, `inputs`, `targets`, `gap_policy`;
+- `[window]`: `input_steps`, `horizon`, `stride`, `inputs`, `targets`, `gap_policy`,
+  `max_still_fraction`;
 - `[model]`: read by `models.spec.model_spec_from_config` (architecture and its hyper-parameters);
 - `[train]`: loss, optimizer, schedule, clipping, batch size, epochs, patience, seed, precision,
   truncated BPTT;
 - `[evaluate]`: the baselines' settings (cycle range for last-cycle, ridge lags) and bootstrap.
 
-Unknown keys anywhere raise `ConfigError` naming the key, so a typo never silently falls back to a
-default. Paths stay as written (relative to the working directory).
+Each table is a frozen pydantic dataclass (so `dataclasses.asdict`/`replace` work; a replaced copy
+is validated again). Types are strict: only a TOML int is converted (to float, for a float key); a
+string `input_steps` or a float `epochs` is an error, as is an unknown key. Every error is a
+`ConfigError` (a `ValueError`), one line per problem naming the table, the key and the value:
+`[window] input_steps must be an int, got '500'`. The window rules (lengths >= 1, channel lists,
+gap policy) are `pipelines.windows.spec.WindowSpec`'s: `[window]` is checked by building one.
+Paths stay as written (relative to the working directory).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
-LOSSES = ("mse", "mae", "huber", "quantile")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "exponential")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
+from pydantic import model_validator as _model_validator
+from pydantic.dataclasses import dataclass
+
+from pipelines.windows.spec import WindowSpec
+
+Loss = Literal["mse", "mae", "huber", "quantile"]
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
+Schedule = Literal["constant", "cosine", "exponential"]
+Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
 
 
 class ConfigError(ValueError):
     """A recipe that cannot be trained as written; the message names the key and value."""
 
 
-@dataclass(frozen=True)
+def _fraction(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError("must be in (0, 1]")
+    return value
+
+
+def _jit_compile(value: object) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value  # type: ignore[return-value]
+    raise ValueError("must be true, false or 'auto'")
+
+
+# Strict scalars: TOML's int is the only value converted (to float, for a float key).
+Int = Annotated[int, Field(strict=True)]
+Count = Annotated[int, Field(strict=True, ge=1)]
+NonNegative = Annotated[int, Field(strict=True, ge=0)]
+Number = Annotated[float, Field(strict=True)]
+Positive = Annotated[float, Field(strict=True, gt=0)]
+Text = Annotated[str, Field(strict=True)]
+Names = tuple[Text, ...]  # a TOML array of strings
+Flag = Annotated[bool, Field(strict=True)]
+# WindowSpec checks this too, but words it "a number in (0, 1]"; the recipe's wording is tested
+Fraction = Annotated[float, Field(strict=True), AfterValidator(_fraction)]
+JitCompile = Annotated[bool | str, PlainValidator(_jit_compile)]
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+_T = TypeVar("_T")
+
+
+def _table(section: str) -> Callable[[type[_T]], type[_T]]:
+    """A frozen pydantic dataclass for recipe table `[section]` ("" for the top level) whose
+    validation errors, when it is built directly, are `ConfigError`s naming `[section] key`."""
+
+    def wrap(cls: type[_T]) -> type[_T]:
+        cls = dataclass(frozen=True, config=_STRICT)(cls)
+        validate = cls.__init__
+
+        @functools.wraps(validate)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                validate(self, *args, **kwargs)
+            except ValidationError as err:
+                raise ConfigError(_describe(err, (section,) if section else ())) from None
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        return cls
+
+    return wrap
+
+
+@_table("data")
 class DataConfig:
-    raw: str = "data/raw/synthetic"
-    dataset: str = "data/datasets/ecg"
-    channels: tuple[str, ...] = ("II",)
-    fs: float = 125.0
-    numerics: bool = False
-    fill_gap_s: float = 0.0  # ingest: interpolate each channel's gaps up to this long
-
-    def __post_init__(self) -> None:
-        if self.fs <= 0:
-            raise ConfigError(f"[data] fs must be > 0, got {self.fs}")
-        if not self.fill_gap_s >= 0:
-            raise ConfigError(f"[data] fill_gap_s must be >= 0, got {self.fill_gap_s}")
-        if not self.channels:
-            raise ConfigError("[data] channels must name at least one channel, got []")
+    raw: Text = "data/raw/synthetic"
+    dataset: Text = "data/datasets/ecg"
+    channels: Annotated[Names, Field(min_length=1)] = ("II",)
+    fs: Positive = 125.0
+    numerics: Flag = False
+    fill_gap_s: Annotated[float, Field(strict=True, ge=0)] = 0.0  # ingest: interpolate gaps
 
 
-@dataclass(frozen=True)
+@_table("window")
 class WindowConfig:
-    input_steps: int = 500
-    horizon: int = 125
-    stride: int = 25
-    inputs: tuple[str, ...] = ("II",)
-    targets: tuple[str, ...] = ("II",)
-    gap_policy: str = "skip"
+    """Types only: the values are `WindowSpec`'s to check (`_as_window_spec`)."""
+
+    input_steps: Int = 500
+    horizon: Int = 125
+    stride: Int = 25
+    inputs: Names = ("II",)
+    targets: Names = ("II",)
+    gap_policy: Text = "skip"
     # Windows whose targets hold still on more than this fraction of their steps (a flat line, a
     # calibration square wave; quality.window_still_fraction) are neither trained on nor scored.
     # 1.0 keeps every window: the default, since numerics at 1/min may hold a value for minutes.
-    max_still_fraction: float = 1.0
+    max_still_fraction: Fraction = 1.0
 
-    def __post_init__(self) -> None:
-        for key in ("input_steps", "horizon", "stride"):
-            value = getattr(self, key)
-            if value < 1:
-                raise ConfigError(f"[window] {key} must be >= 1, got {value}")
-        still = self.max_still_fraction
-        if isinstance(still, bool) or not isinstance(still, int | float) or not 0 < still <= 1:
-            raise ConfigError(f"[window] max_still_fraction must be in (0, 1], got {still!r}")
-        if self.gap_policy not in ("skip", "mask"):
-            raise ConfigError(
-                f"[window] gap_policy must be 'skip' or 'mask', got {self.gap_policy!r}"
-            )
-        if not self.inputs or not self.targets:
-            raise ConfigError(
-                f"[window] inputs and targets must be non-empty, got {self.inputs} and "
-                f"{self.targets}"
-            )
+    @_model_validator(mode="after")
+    def _as_window_spec(self) -> WindowConfig:
+        WindowSpec(**dataclasses.asdict(self))  # its ValueError names the key and the value
+        return self
 
 
-@dataclass(frozen=True)
+@_table("train")
 class TrainConfig:
-    loss: str = "mse"
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
-    clipnorm: float = 1.0
-    batch_size: int = 256
-    epochs: int = 10
-    patience: int = 3
-    seed: int = 0
-    precision: str = "float32"
-    tbptt_steps: int = 0  # 0 = ordinary windows; k > 0 = stateful training over chunks of k steps
-    max_windows_per_epoch: int = 0  # 0 = every training window each epoch
-    huber_delta: float = 1.0
+    loss: Loss = "mse"
+    optimizer: Optimizer = "adam"
+    learning_rate: Positive = 1e-3
+    schedule: Schedule = "cosine"
+    clipnorm: Number = 1.0
+    batch_size: Count = 256
+    epochs: Count = 10
+    patience: NonNegative = 3
+    seed: Int = 0
+    precision: Precision = "float32"
+    tbptt_steps: NonNegative = 0  # 0 = ordinary windows; k > 0 = stateful training, chunks of k
+    max_windows_per_epoch: NonNegative = 0  # 0 = every training window each epoch
+    huber_delta: Number = 1.0
     # Compiled-step knobs (see docs/performance.md for what each measured): optimizer steps run
     # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step:
     # "auto" lets Keras decide (jit on JAX; off on TF CPU and for cuDNN LSTMs on TF GPU); false
     # on JAX runs the train step op by op, ~7x slower on an H100.
-    steps_per_execution: int = 1
-    jit_compile: bool | str = "auto"
-
-    def __post_init__(self) -> None:
-        choices = {"loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-                   "precision": PRECISIONS}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(
-                    f"[train] {key} must be one of {allowed}, got {getattr(self, key)!r}"
-                )
-        for key in ("batch_size", "epochs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[train] {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("patience", "tbptt_steps", "max_windows_per_epoch"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"[train] {key} must be >= 0, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"[train] learning_rate must be > 0, got {self.learning_rate}")
-        spe = self.steps_per_execution
-        if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
-            raise ConfigError(f"[train] steps_per_execution must be an int >= 1, got {spe!r}")
-        if self.jit_compile not in (True, False, "auto"):
-            raise ConfigError(
-                f"[train] jit_compile must be true, false or 'auto', got {self.jit_compile!r}"
-            )
+    steps_per_execution: Count = 1
+    jit_compile: JitCompile = "auto"
 
 
-@dataclass(frozen=True)
+@_table("evaluate")
 class EvalConfig:
     """How forecasts are scored against baselines on held-out patients."""
 
-    min_period_s: float = 0.3  # last-cycle baseline: shortest cycle searched (ECG beat ~0.3-2 s)
-    max_period_s: float = 2.0
-    ridge_lags: int = 64
-    max_windows: int = 20000  # evaluation windows, evenly subsampled when there are more
-    n_boot: int = 1000
+    min_period_s: Number = 0.3  # last-cycle baseline: shortest cycle searched (ECG beat ~0.3-2 s)
+    max_period_s: Number = 2.0
+    ridge_lags: Count = 64
+    max_windows: Count = 20000  # evaluation windows, evenly subsampled when there are more
+    n_boot: Count = 1000
 
-    def __post_init__(self) -> None:
+    @_model_validator(mode="after")
+    def _period_range(self) -> EvalConfig:
         if not 0 < self.min_period_s < self.max_period_s:
-            raise ConfigError(
-                f"[evaluate] needs 0 < min_period_s < max_period_s, got "
-                f"{self.min_period_s} and {self.max_period_s}"
-            )
-        for key in ("ridge_lags", "max_windows", "n_boot"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[evaluate] {key} must be >= 1, got {getattr(self, key)}")
+            raise ValueError(f"needs 0 < min_period_s < max_period_s, got {self.min_period_s} "
+                             f"and {self.max_period_s}")
+        return self
 
 
-@dataclass(frozen=True)
+@_table("")
 class Recipe:
-    name: str
+    name: Annotated[str, Field(strict=True, min_length=1)]
     data: DataConfig = field(default_factory=DataConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     model: dict[str, Any] = field(default_factory=dict)  # validated by models.spec
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
-    source: str = ""  # the file it was read from
+    source: str = ""  # the file it was read from (not a recipe key)
+
+    @_model_validator(mode="after")
+    def _tables_agree(self) -> Recipe:
+        if self.train.loss == "quantile" and not self.model.get("quantiles"):
+            raise ValueError("[train] loss = 'quantile' needs [model] quantiles, "
+                             "e.g. [0.1, 0.5, 0.9]")
+        channels = (*self.window.inputs, *self.window.targets)
+        missing = [c for c in channels if c not in self.data.channels]
+        if missing:
+            raise ValueError(f"[window] channels {missing} are not in [data] channels "
+                             f"{list(self.data.channels)}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain JSON-able data (stored in each published version)."""
-        return {
-            "name": self.name,
-            "data": _plain(dataclasses.asdict(self.data)),
-            "window": _plain(dataclasses.asdict(self.window)),
-            "model": _plain(self.model),
-            "train": _plain(dataclasses.asdict(self.train)),
-            "evaluate": _plain(dataclasses.asdict(self.evaluate)),
-        }
+        out = _plain(dataclasses.asdict(self))
+        del out["source"]
+        return out
 
 
 def _plain(value: Any) -> Any:
@@ -180,47 +203,76 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, table: dict[str, Any], section: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in [{section}]; known keys: {sorted(known)}")
-    kwargs = {}
-    for key, value in table.items():
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"[{section}]: {err}") from err
+_TABLES: dict[str, type] = {"data": DataConfig, "window": WindowConfig, "train": TrainConfig,
+                            "evaluate": EvalConfig}
+_RECIPE_KEYS = sorted({f.name for f in dataclasses.fields(Recipe)} - {"source"})
+# What each pydantic error type says, before ", got <value>"; ctx numbers fill the braces.
+_SAYS = {
+    "int_type": "must be an int", "float_type": "must be a number",
+    "bool_type": "must be true or false", "string_type": "must be a string",
+    "tuple_type": "must be an array", "dict_type": "must be a table",
+    "dataclass_type": "must be a table", "finite_number": "must be a finite number",
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+    "literal_error": "must be one of {expected}", "too_short": "must not be empty",
+    "string_too_short": "must not be empty",
+}
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def _describe(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """pydantic's errors as recipe problems, one a line: `[table] key <rule>, got <value>`;
+    unknown keys gathered per table. `prefix`: where the validated value sits (`("window",)`)."""
+    lines: list[str] = []
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    for e in err.errors(include_url=False):
+        loc = (*prefix, *e["loc"])
+        if e["type"] in _UNKNOWN:
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+        elif e["type"] == "missing":
+            lines.append(f"{_where(loc)} is required")
+        elif e["type"] == "value_error" and len(loc) <= 1:  # a table's rule names key and value
+            lines.append(f"{_where(loc)} {e['ctx']['error']}".lstrip())
+        elif e["type"] == "value_error":  # a key's own rule (_fraction, _jit_compile)
+            lines.append(f"{_where(loc)} {e['ctx']['error']}, got {e['input']!r}")
+        else:
+            ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
+            says = _SAYS.get(e["type"], e["msg"]).format(**ctx)
+            lines.append(f"{_where(loc)} {says}, got {e['input']!r}")
+    for where, keys in unknown.items():
+        if where:
+            known = sorted(f.name for f in dataclasses.fields(_TABLES[where[0]]))
+            lines.append(f"unknown key(s) {sorted(keys)} in {_where(where)}; known keys: {known}")
+        else:
+            lines.append(f"unknown top-level key(s) {sorted(keys)}; known: {_RECIPE_KEYS}")
+    return "\n".join(lines)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """`("window", "inputs", 1)` -> `[window] inputs[1]`; a top-level key stands alone."""
+    if not loc:
+        return ""
+    table, rest = (f"[{loc[0]}]", loc[1:]) if loc[0] in _TABLES else ("", loc)
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest).lstrip(".")
+    return f"{table} {key}".strip()
+
+
+_RECIPE = TypeAdapter(Recipe)
 
 
 def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
-    """Validate a recipe already parsed from TOML into a `Recipe`."""
-    allowed = {"name", "data", "window", "model", "train", "evaluate"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown} in {source or 'recipe'}; "
-                          f"known: {sorted(allowed)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"recipe {source or ''} needs a top-level name, got {name!r}")
-    recipe = Recipe(
-        name=name,
-        data=_build(DataConfig, raw.get("data", {}), "data"),
-        window=_build(WindowConfig, raw.get("window", {}), "window"),
-        model=dict(raw.get("model", {})),
-        train=_build(TrainConfig, raw.get("train", {}), "train"),
-        evaluate=_build(EvalConfig, raw.get("evaluate", {}), "evaluate"),
-        source=source,
-    )
-    if recipe.train.loss == "quantile" and not recipe.model.get("quantiles"):
-        raise ConfigError("[train] loss = 'quantile' needs [model] quantiles, e.g. [0.1, 0.5, 0.9]")
-    missing = [c for c in (*recipe.window.inputs, *recipe.window.targets)
-               if c not in recipe.data.channels]
-    if missing:
-        raise ConfigError(f"[window] channels {missing} are not in [data] channels "
-                          f"{list(recipe.data.channels)}")
-    return recipe
+    """Validate a recipe parsed from TOML (or a version's stored config) into a `Recipe`;
+    a `ConfigError` lists every problem found, one a line, each after `<source>: ` if given."""
+    if "source" in raw:  # Recipe.source says where the recipe came from; no file sets it
+        problems = f"unknown top-level key(s) ['source']; known: {_RECIPE_KEYS}"
+    else:
+        try:
+            return _RECIPE.validate_python({**raw, "source": source})
+        except ValidationError as err:
+            problems = _describe(err)
+    if source:  # every line names the file, as a compiler's would
+        problems = "\n".join(f"{source}: {line}" for line in problems.splitlines())
+    raise ConfigError(problems)
 
 
 def load_recipe(path: str | Path) -> Recipe:

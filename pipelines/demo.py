@@ -72,9 +72,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     from models.params import check, format_table
     from pipelines.cli import main as cli
     from pipelines.config import load_recipe, with_overrides
-    from pipelines.ingest import IngestConfig, ingest
-    from pipelines.synth import SynthConfig, write_cohort
-    from pipelines.train import train
+    from pipelines.ingest.cohort import ingest
+    from pipelines.ingest.config import IngestConfig
+    from pipelines.sources.synth import SynthConfig, write_cohort
+    from pipelines.training.train import train
 
     raw = cfg.root / "raw" / "synthetic"
     dataset = cfg.root / "datasets" / "ecg"

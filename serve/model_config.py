@@ -189,7 +189,7 @@ def configs_from_store(model_store_dir: str | Path,
                        ) -> list[ModelConfig]:
     """One latest-1 ModelConfig per sub-folder of a model store that holds numbered versions
     (hidden folders skipped), sorted by name. `labels` optionally gives {model: {label: v}}."""
-    from serve.manager import parse_version_name
+    from serve.versions.disk import parse_version_name
 
     root = Path(model_store_dir)
     if not root.is_dir():

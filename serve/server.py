@@ -1,12 +1,12 @@
 """The server process: model manager + REST (uvicorn) + gRPC, with a graceful drain.
 
-`run_server(settings)` does, in order:
+`run_server(settings)` (a `serve.settings.ServerSettings`) does, in order:
 
 1. build the model configs: `--model_config_file`, or pulsecast's `--model-store DIR` (every
    model in the store), or `--model_name` + `--model_base_path` (TF Serving's single model);
 2. start the `ModelManager` (first load synchronous, as TF Serving opens its ports after it);
-3. start gRPC on `--port` through `serve.grpc_service.make_grpc_server` (skipped with a warning
-   when the port is 0 or the module is missing) and REST on `--rest_api_port` (0 = no REST, as
+3. start gRPC on `--port` through `serve.grpc.server.make_grpc_server` (skipped with a warning
+   when the port is 0 or grpcio is missing) and REST on `--rest_api_port` (0 = no REST, as
    in TF Serving) with uvicorn (uvloop + httptools when installed);
 4. log one parseable line: `LISTENING {"rest": "http://host:port", "grpc": "host:port", ...}`;
 5. on SIGTERM/SIGINT: stop accepting, let in-flight requests finish (`drain_timeout_s`), stop
@@ -27,88 +27,25 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from serve.rest import DEFAULT_MAX_BODY_BYTES
+from serve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "savedmodel", "xla")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Every flag of `pulsecast serve`; names and defaults follow tensorflow_model_server."""
-
-    model_name: str | None = None
-    model_base_path: Path | None = None
-    model_config_file: Path | None = None
-    model_store: Path | None = None
-    port: int = 8500
-    rest_api_port: int = 8501
-    host: str = "127.0.0.1"
-    file_system_poll_wait_seconds: float = 1.0
-    enable_batching: bool = False
-    batching_parameters_file: Path | None = None
-    max_batch_size: int | None = None
-    batch_timeout_micros: int | None = None
-    num_batch_threads: int | None = None
-    max_enqueued_batches: int | None = None
-    allowed_batch_sizes: tuple[int, ...] | None = None
-    api_token_file: Path | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    runtime: str = "auto"
-    enable_model_warmup: bool = True
-    rest_api_num_threads: int = field(default_factory=lambda: 4 * (os.cpu_count() or 1))
-    rest_api_timeout_in_ms: int = 30_000
-    # pulsecast: batch concurrent requests to pulsecast models when --enable_batching is off
-    # (largest batch; 0 = off). Answers are unchanged; see serve.batcher.AdaptiveBatcher.
-    # On by default: a lone request still runs at once (no timeout), and queued ones share one
-    # model call (bench/serve.py: 2.7x the requests/s at 64 clients, same batch-1 p50).
-    auto_batching: int = 32
-    # TF Serving's --tensorflow_{intra,inter}_op_parallelism (0 = TensorFlow picks)
-    tensorflow_intra_op_parallelism: int = 0
-    tensorflow_inter_op_parallelism: int = 0
-    rest_api_enable_cors_support: bool = False
-    drain_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        sources = [self.model_config_file is not None, self.model_store is not None,
-                   self.model_base_path is not None]
-        if sum(sources) != 1:
-            raise ValueError(
-                "give exactly one of --model_base_path (with --model_name), "
-                "--model_config_file or --model-store"
-            )
-        for name in ("port", "rest_api_port"):
-            value = getattr(self, name)
-            if not 0 <= value <= 65535:
-                raise ValueError(f"{name} must be in 0..65535, got {value}")
-        if self.port and self.port == self.rest_api_port:
-            raise ValueError(f"--rest_api_port must differ from --port, both are {self.port}")
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
-        if self.batching_parameters_file is not None and not self.enable_batching:
-            raise ValueError("--batching_parameters_file requires --enable_batching")
-        if self.max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
-        if self.auto_batching < 0:
-            raise ValueError(f"auto_batching must be >= 0, got {self.auto_batching}")
-        for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.rest_api_timeout_in_ms < 1:
-            raise ValueError(
-                f"rest_api_timeout_in_ms must be >= 1, got {self.rest_api_timeout_in_ms}"
-            )
-
 
 def build_configs(settings: ServerSettings) -> list[Any]:
-    """The ModelConfigs the settings name."""
+    """The ModelConfigs the settings name: exactly one of `model_base_path` (with
+    `model_name`, "default" when None), `model_config_file` or `model_store`."""
     from serve import model_config
 
+    sources = [settings.model_config_file is not None, settings.model_store is not None,
+               settings.model_base_path is not None]
+    if sum(sources) != 1:
+        raise ValueError(
+            "give exactly one of --model_base_path (with --model_name), "
+            "--model_config_file or --model-store"
+        )
     if settings.model_config_file is not None:
         return model_config.read_model_config_file(settings.model_config_file)
     if settings.model_store is not None:
@@ -155,35 +92,25 @@ def configure_tensorflow_threads(settings: ServerSettings) -> None:
     log.info("TensorFlow threads: intra-op %d, inter-op %d (0 = TensorFlow picks)", intra, inter)
 
 
-def read_token(path: Path | None) -> str | None:
-    """The bearer token in `path` (surrounding whitespace stripped), or None without a file."""
-    if path is None:
-        return None
-    token = Path(path).read_text(encoding="utf-8").strip()
-    if not token:
-        raise ValueError(f"api token file {path} is empty")
-    return token
-
-
 # The cyclic collector, run at Python's default thresholds (700, 10, 10), took ~18% of the event
 # loop under load while finding almost nothing (request garbage is acyclic and freed by
 # reference counts): ~600 young collections/s at 64 clients. Collecting after 100,000 net
 # allocations instead measured +10-20% requests/s on 2 cores (bench/serve.py, 64 clients).
-# The loaded models themselves are frozen out of every pass (serve.manager.freeze_heap).
+# The loaded models themselves are frozen out of every pass (serve.versions.manager.freeze_heap).
 SERVER_GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def run_server(settings: ServerSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 after a clean drain)."""
-    from serve.manager import ModelManager
+    from serve.http.app import RestApp
     from serve.metrics import ServingMetrics
-    from serve.rest import RestApp, RestSettings
+    from serve.versions.manager import ModelManager
 
-    token = read_token(settings.api_token_file)
+    configs = build_configs(settings)
     gc.set_threshold(*SERVER_GC_THRESHOLDS)
     configure_tensorflow_threads(settings)
     manager = ModelManager(
-        build_configs(settings),
+        configs,
         poll_wait_s=settings.file_system_poll_wait_seconds,
         batching=build_batching(settings),
         runtime=settings.runtime,
@@ -208,13 +135,7 @@ def run_server(settings: ServerSettings) -> int:
         }))
         try:
             if rest_sock is not None:
-                app = RestApp(manager, RestSettings(
-                    api_token=token,
-                    max_body_bytes=settings.max_body_bytes,
-                    enable_cors=settings.rest_api_enable_cors_support,
-                    timeout_s=settings.rest_api_timeout_in_ms / 1000.0,
-                    num_threads=settings.rest_api_num_threads,
-                ), metrics=metrics)
+                app = RestApp(manager, settings, metrics=metrics)
                 _serve_rest(app, rest_sock, settings, stop, captured)
             else:
                 stop.wait()
@@ -298,10 +219,10 @@ def _start_grpc(manager: Any, settings: ServerSettings,
     if settings.port == 0:
         log.warning("gRPC disabled (--port 0)")
         return None, None
-    if importlib.util.find_spec("serve.grpc_service") is None:
-        log.warning("gRPC disabled: serve.grpc_service is not available")
+    if importlib.util.find_spec("grpc") is None:
+        log.warning("gRPC disabled: grpcio is not installed")
         return None, None
-    from serve.grpc_service import make_grpc_server
+    from serve.grpc.server import make_grpc_server
 
     server = make_grpc_server(manager, settings.host, settings.port, metrics=metrics)
     server.start()

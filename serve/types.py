@@ -18,6 +18,13 @@ import numpy as np
 
 from serve.errors import Code
 
+# The signature a request gets when it names none (TF Serving's kDefaultServingSignatureDefKey).
+DEFAULT_SIGNATURE = "serving_default"
+# SignatureDef method names (tensorflow/cc/saved_model/signature_constants.h)
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
 
 class VersionState(enum.IntEnum):
     """ModelVersionStatus.State: END covers both a normal unload and a failed load."""
@@ -121,7 +128,8 @@ class SignatureInfo:
 
 
 class Servable(Protocol):
-    """One loaded model version. Implementations live in `serve.runtime`."""
+    """One loaded model version. Implementations: `serve.runtime.servable.SavedModelServable`,
+    wrapped by the batchers of `serve.batching`."""
 
     name: str
     version: int

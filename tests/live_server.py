@@ -5,7 +5,7 @@ tests (`test_fuzz_rest`, `test_load`, `test_faults`, `test_access`) and `bench/s
 Keras LSTM exported with `models.export.export_savedmodel`: `signal` (-1, 16, 1) -> `forecast`
 (-1, 4, 1), with a full pulsecast.json so `:forecast` works). `LiveServer` starts the server on
 free ports of 127.0.0.1, keeps every stderr line (the server's log) and reads its RSS from
-`/proc/<pid>/status`.
+`/proc/<pid>/status`. `LOAD_BODIES` are the requests the load clients send.
 """
 
 from __future__ import annotations
@@ -65,6 +65,17 @@ def write_store(root: Path) -> Path:
 
 def ecg_window(n: int = 16) -> list:
     return [[float(np.sin(i / 3.0))] for i in range(n)]
+
+
+# What the load clients of `test_load` and `bench/soak.py` send, round-robin: :predict on the
+# LSTM, :predict on half_plus_two, :forecast from a 100 Hz signal (resampled to the model's 50).
+LOAD_BODIES = [
+    ("/v1/models/ecg:predict", json.dumps({"instances": [ecg_window()]}).encode()),
+    ("/v1/models/half:predict", b'{"instances": [[1.0], [2.0]]}'),
+    ("/v1/models/ecg:forecast",
+     json.dumps({"signal": {"II": [float(np.sin(i / 5)) for i in range(200)]},
+                 "fs": 100}).encode()),
+]
 
 
 def rss_kib(pid: int) -> int:

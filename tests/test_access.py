@@ -187,7 +187,7 @@ def _own_non_loopback_ips() -> list[str]:
 def test_logs_at_info_carry_no_signal_values_and_no_patient_ids(server, authed):
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serve.tensor_proto import encode_tensor
+    from serve.wire.tensor_proto import encode_tensor
 
     marked = [[SIGNAL_MARK]] * 16
     authed.post("/v1/models/ecg:predict", json={"instances": [marked], "patient_id": PATIENT_MARK})

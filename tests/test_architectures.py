@@ -10,13 +10,14 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from models.architectures import OrderedQuantiles, build_model, compile_losses  # noqa: E402
+from models.architectures import build_model, compile_losses  # noqa: E402
 from models.losses import PinballLoss, pinball_loss  # noqa: E402
 from models.normalization import (  # noqa: E402
     NormStats,
     Standardize,
     fit_norm_stats,
 )
+from models.output_layers import OrderedQuantiles  # noqa: E402
 from models.spec import ARCHS, ModelSpec, SpecError, model_spec_from_config  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.baselines import (
+from pipelines.evaluation.baselines import (
     estimate_periods,
     fit_ridge_ar,
     last_cycle,
     make_baseline_forecasts,
     persistence,
 )
-from pipelines.metrics import mae
+from pipelines.evaluation.metrics import mae
 
 
 def _periodic_batch(periods: list[int], n: int, seed: int = 0) -> np.ndarray:

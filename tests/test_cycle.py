@@ -9,18 +9,16 @@ keras = pytest.importorskip("keras")
 
 from models.architectures import build_model  # noqa: E402
 from models.cycle import (  # noqa: E402
-    AdaptiveCycleMix,
     CycleCandidates,
     CycleMedian,
     CycleMix,
-    WindowScale,
-    WindowUnscale,
     period_search_indices,
 )
 from models.normalization import NormStats  # noqa: E402
 from models.params import check  # noqa: E402
 from models.spec import ModelSpec, SpecError, model_spec_from_config  # noqa: E402
-from pipelines.baselines import estimate_periods  # noqa: E402
+from models.window_scale import WindowScale, WindowUnscale  # noqa: E402
+from pipelines.evaluation.baselines import estimate_periods  # noqa: E402
 
 
 def _wave(n: int, period: float, phase: float = 0.0) -> np.ndarray:
@@ -139,55 +137,9 @@ def test_the_config_gives_the_cycle_range_in_seconds_at_the_data_rate() -> None:
     assert spec.target_positions == (1,)
 
 
-def test_a_shifted_candidate_is_read_by_linear_interpolation_between_samples() -> None:
-    period, steps, horizon, max_shift = 40, 300, 60, 10.0
-    x = _wave(steps, period)[None, :, None].astype("float32")
-    layer = CycleCandidates(horizon, 20, 100, 100, n_candidates=2, max_shift=max_shift)
-    plain = np.asarray(CycleCandidates(horizon, 20, 100, 100, n_candidates=2)(x))
-    np.testing.assert_allclose(np.asarray(layer([x, np.zeros((1, 1, 2), "float32")])), plain)
-    d = np.array([3.0, -2.5])  # samples later (candidate 1) and earlier (candidate 2)
-    raw = np.arctanh(d / max_shift).astype("float32")[None, None, :]  # (B, K, N)
-    shifted = np.asarray(layer([x, raw]))
-    h = np.arange(horizon)
-    for k in (1, 2):
-        pos = steps - k * period + h % period + d[k - 1]
-        want = np.interp(np.clip(pos, 0, steps - 1), np.arange(steps), x[0, :, 0])
-        np.testing.assert_allclose(shifted[0, :, 0, k - 1], want, atol=1e-4)
-
-
-def test_the_shift_gets_a_gradient_so_the_encoder_can_learn_it() -> None:
-    import tensorflow as tf
-
-    x = tf.constant(_wave(300, 40)[None, :, None].astype("float32"))
-    raw = tf.Variable(np.zeros((1, 1, 2), "float32"))
-    layer = CycleCandidates(30, 20, 100, 100, n_candidates=2, max_shift=5.0)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer([x, raw]))
-    assert np.all(np.abs(tape.gradient(loss, raw).numpy()) > 0)
-
-
-def test_the_adaptive_mix_starts_as_the_mean_and_follows_the_window_logits() -> None:
-    rng = np.random.default_rng(4)
-    cands = rng.normal(size=(2, 6, 1, 3)).astype("float32")
-    mix = AdaptiveCycleMix(blocks=2)
-    np.testing.assert_allclose(np.asarray(mix([cands, np.zeros((2, 6), "float32")])),
-                               cands.mean(axis=-1), atol=1e-6)
-    # a large logit for candidate 2 in block 0 (steps 0-2), candidate 0 in block 1 (steps 3-5)
-    logits = np.zeros((2, 2, 1, 3), "float32")
-    logits[:, 0, 0, 2] = logits[:, 1, 0, 0] = 50.0
-    out = np.asarray(mix([cands, logits.reshape(2, 6)]))
-    np.testing.assert_allclose(out[:, :3, 0], cands[:, :3, 0, 2], atol=1e-5)
-    np.testing.assert_allclose(out[:, 3:, 0], cands[:, 3:, 0, 0], atol=1e-5)
-
-
-@pytest.mark.parametrize("options", [{"cycle_mix": "adaptive", "mix_blocks": 5},
-                                     {"max_shift_steps": 6},
-                                     {"cycle_align": "peak", "period_search_steps": 250,
-                                      "residual_dropout": 0.3},
-                                     {"cycle_mix": "adaptive", "mix_blocks": 5,
-                                      "max_shift_steps": 6}])
-def test_adaptive_and_shifted_cycle_heads_check_save_and_start_as_the_mean(tmp_path,
-                                                                          options) -> None:
+@pytest.mark.parametrize("options", [{"period_search_steps": 250, "residual_dropout": 0.3}])
+def test_a_cycle_head_with_residual_dropout_checks_saves_and_starts_as_the_mean(tmp_path,
+                                                                             options) -> None:
     model = build_model(_spec(**options))
     rows = check(model)
     names = {r.name for r in rows}
@@ -204,35 +156,11 @@ def test_adaptive_and_shifted_cycle_heads_check_save_and_start_as_the_mean(tmp_p
     np.testing.assert_allclose(np.asarray(again(x)["forecast"]), out, atol=1e-5)
 
 
-def test_unknown_cycle_mix_and_negative_shift_are_refused_naming_the_value() -> None:
-    with pytest.raises(SpecError,
-                       match="cycle_mix must be one of static, adaptive, median, got 'soft'"):
+def test_an_unknown_cycle_mix_or_alignment_is_refused_naming_the_value() -> None:
+    with pytest.raises(SpecError, match="cycle_mix must be one of static, median, got 'soft'"):
         _spec(cycle_mix="soft")
-    with pytest.raises(SpecError, match="max_shift_steps must be an integer >= 0, got -1"):
-        _spec(max_shift_steps=-1)
-    with pytest.raises(SpecError, match="mix_blocks must be <= horizon=50, got 60"):
-        _spec(mix_blocks=60)
-
-
-def test_peak_aligned_candidates_line_each_copied_beat_up_on_its_own_peak() -> None:
-    # Gaussian beats at irregular intervals: period-aligned copies land off the coming beats,
-    # peak-aligned ones are read at the right phase after the last peak.
-    rng = np.random.default_rng(0)
-    t = np.arange(400)
-    peaks = [10]
-    while peaks[-1] < 420:
-        peaks.append(peaks[-1] + 40 + int(rng.integers(-5, 6)))
-    sig = sum(np.exp(-0.5 * ((t - q) / 2.0) ** 2) for q in peaks)
-    x, y = sig[None, :300, None].astype("float32"), sig[300:]
-    err = {}
-    for align in ("period", "peak"):
-        c = np.asarray(CycleCandidates(100, 20, 100, 100, n_candidates=3, align=align)(x))
-        err[align] = np.abs(c[0, :, 0, :2] - y[:, None]).mean()
-    assert err["peak"] < err["period"]
-    periodic = _wave(300, 40)[None, :, None].astype("float32")
-    np.testing.assert_allclose(
-        np.asarray(CycleCandidates(60, 20, 100, 100, n_candidates=2, align="peak")(periodic)),
-        np.asarray(CycleCandidates(60, 20, 100, 100, n_candidates=2)(periodic)), atol=1e-6)
+    with pytest.raises(SpecError, match="cycle_align must be one of period, lag, got 'peak'"):
+        _spec(cycle_align="peak")
 
 
 def test_a_period_search_longer_than_the_window_allows_is_refused_with_the_limit() -> None:
@@ -310,11 +238,10 @@ def test_a_lag_match_longer_than_the_window_allows_is_refused_with_the_limit() -
 
 
 def test_a_head_without_residual_is_the_mix_of_the_candidates_alone() -> None:
-    model = build_model(_spec(cycle_align="lag", match_steps=30, cycle_mix="adaptive",
-                              mix_blocks=5, residual=False))
+    model = build_model(_spec(cycle_align="lag", match_steps=30, cycle_mix="static",
+                              residual=False))
     names = {r.name for r in check(model)}
     assert "residual_head" not in names
-    assert "cycle_mix_logits" in names
     series = 80.0 + 20.0 * _wave(450, 50)
     out = np.asarray(model(series[None, :400, None].astype("float32"))["forecast"])
     np.testing.assert_allclose(out[0, :, 0], series[400:], atol=0.2)

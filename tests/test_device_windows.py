@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import MANIFEST_COLUMNS, Dataset, load_dataset
-from pipelines.device_windows import DeviceWindows
-from pipelines.windows import WindowBatcher, WindowSpec
+from pipelines.dataset.contract import MANIFEST_COLUMNS, Dataset, load_dataset
+from pipelines.windows.batcher import WindowBatcher
+from pipelines.windows.device import DeviceWindows
+from pipelines.windows.spec import WindowSpec
 
 CHANNELS = ("II", "ABP", "RESP")
 
@@ -106,7 +107,7 @@ def test_fit_on_device_windows_trains_the_wrapped_model_like_the_host_path(datas
     """One epoch through DeviceWindows equals one epoch through _keyed (same windows, same SGD)."""
     import keras
 
-    from pipelines.train import _keyed
+    from pipelines.training.fit import _keyed
 
     spec = SPECS[1]
     results = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.distribute import (
+from pipelines.training.distribute import (
     StrategyError,
     is_chief,
     local_model,
@@ -129,7 +129,7 @@ def test_mirrored_on_one_cpu_trains_and_the_local_copy_predicts_whole_batches() 
 WORKER = r"""
 import hashlib, json, os, sys
 import numpy as np
-from pipelines.distribute import make_strategy, strategy_scope, local_model
+from pipelines.training.distribute import make_strategy, strategy_scope, local_model
 
 strategy = make_strategy("multiworker")  # before any other TensorFlow op
 import keras
@@ -138,7 +138,8 @@ index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 
 
 class Windows(keras.utils.PyDataset):
-    # (x, {"forecast": y}) batches, as `pipelines.train._keyed` gives; different data per worker.
+    # (x, {"forecast": y}) batches, as `pipelines.training.fit._keyed` gives; different data per
+    # worker.
     def __init__(self):
         super().__init__()
         rng = np.random.default_rng(100 + index)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.drift import QUANTILES, compute_drift, sample_channel
+from pipelines.dataset.drift import QUANTILES, compute_drift, sample_channel
 
 
 def signals(rng, n, mean, std, length=5000, channels=2):

@@ -14,25 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recipes import tiny_recipe
 
 from pipelines.config import EvalConfig
-from pipelines.dataset import load_dataset
-from pipelines.evaluate import (
+from pipelines.dataset.contract import load_dataset
+from pipelines.evaluation.evaluate import (
     fit_baselines,
     load_eval_windows,
     ridge_from_metadata,
     ridge_to_metadata,
 )
-from pipelines.evaluate_version import version_ridge
-from pipelines.windows import WindowSpec
+from pipelines.evaluation.evaluate_version import version_ridge
+from pipelines.windows.spec import WindowSpec
 
 SPEC = WindowSpec(input_steps=128, horizon=16, stride=32, inputs=("II",), targets=("II",))
 CFG = EvalConfig(ridge_lags=16, max_windows=400, n_boot=20)
 
 
 def _cohort(root: Path, seed: int, patients: int) -> Path:
-    from pipelines.ingest import IngestConfig, ingest
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.ingest.cohort import ingest
+    from pipelines.ingest.config import IngestConfig
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     raw = root / f"raw{seed}"
     write_cohort(SynthConfig(out=raw, patients=patients, minutes=1, seed=seed))
@@ -96,33 +98,11 @@ def test_a_training_dataset_gone_from_disk_falls_back_with_a_warning(datasets, t
     gone = tmp_path / "moved"
     shutil.copytree(trained_on, gone)
     shutil.rmtree(gone)
-    with caplog.at_level(logging.WARNING, logger="pipelines.evaluate_version"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.evaluation.evaluate_version"):
         assert version_ridge({"dataset": str(gone)}, SPEC, CFG, unseen) is None
     assert "not on disk" in caplog.text and str(gone) in caplog.text
 
 
-RECIPE = """
-name = "tiny"
-[data]
-dataset = "{dataset}"
-channels = ["II"]
-fs = 125
-[window]
-input_steps = 128
-horizon = 16
-stride = 32
-[model]
-arch = "lstm"
-units = [4]
-[train]
-epochs = 1
-batch_size = 64
-patience = 0
-[evaluate]
-ridge_lags = 16
-max_windows = 400
-n_boot = 20
-"""
 
 
 @pytest.mark.slow
@@ -132,7 +112,8 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
 
     trained_on, unseen = datasets
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(RECIPE.format(dataset=trained_on))
+    recipe.write_text(tiny_recipe("unused", trained_on, channels=("II",), units=4, epochs=1,
+                                  ridge_lags=16, max_windows=400, n_boot=20))
     store = tmp_path / "store"
     assert main(["train", "--config", str(recipe), "--model-store", str(store),
                  "--run-dir", str(tmp_path / "run")]) == 0
@@ -183,8 +164,8 @@ def _calibrated(unseen: Path, out: Path, n_records: int | None) -> Path:
 
 
 def test_flat_or_stepped_windows_are_left_out_and_counted(datasets, tmp_path):
-    from pipelines.evaluate import evaluate_forecaster
-    from pipelines.metrics import render_markdown
+    from pipelines.evaluation.evaluate import evaluate_forecaster
+    from pipelines.evaluation.report import render_markdown
 
     _, unseen = datasets
     ds = load_dataset(_calibrated(unseen, tmp_path / "cal", 1))
@@ -209,7 +190,7 @@ def test_flat_or_stepped_windows_are_left_out_and_counted(datasets, tmp_path):
 
 
 def test_a_split_with_only_flat_or_stepped_windows_says_so(datasets, tmp_path):
-    from pipelines.windows import NoWindowsError
+    from pipelines.windows.spec import NoWindowsError
 
     _, unseen = datasets
     ds = load_dataset(_calibrated(unseen, tmp_path / "cal", None))

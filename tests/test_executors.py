@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from pipelines.executors import ExecutorError, map_ordered, validate_executor
-from pipelines.ingest import IngestConfig, ingest
+from pipelines.ingest.cohort import ingest
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.executors import ExecutorError, map_ordered, validate_executor
 
 ITEMS = list(range(12))
 EXPECTED = [10 * i for i in ITEMS]
@@ -109,7 +110,7 @@ def test_a_failing_ray_task_is_reported_with_its_item(local_ray) -> None:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     raw = tmp_path_factory.mktemp("cohort") / "raw"
     write_cohort(SynthConfig(out=raw, patients=4, minutes=2, seed=0))
@@ -119,7 +120,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ingest_on_ray_writes_the_same_dataset_as_the_local_run(
     local_ray, cohort: Path, tmp_path: Path
 ) -> None:
-    from pipelines.dataset import load_dataset
+    from pipelines.dataset.contract import load_dataset
 
     def run(name: str, **kwargs) -> Path:
         config = IngestConfig(raw_dir=cohort, dataset_dir=tmp_path / name,

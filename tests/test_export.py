@@ -183,3 +183,23 @@ def test_gpu_only_ops_are_found_inside_graph_functions(tmp_path: Path) -> None:
     (tmp_path / "saved_model.pb").write_bytes(proto.SerializeToString())
 
     assert find_gpu_only_ops(tmp_path) == ["CudnnRNNV3"]
+
+
+@pytest.mark.slow
+def test_typed_metadata_is_written_with_the_export_stamps_in_process_and_in_a_child(
+    tmp_path: Path,
+) -> None:
+    from models.metadata import VersionMetadata, read_metadata
+
+    model = _single_output_model()
+    x = _batch(1)
+    meta = VersionMetadata(channels=("II",), fs=125.0, input_steps=STEPS, horizon=HORIZON,
+                           targets=("II",), units=("mV",), extra={"note": "kept"})
+    export_savedmodel(model, tmp_path / "here", meta, x[:2])
+    export_in_subprocess(model, tmp_path / "child", meta, x[:2], import_modules=())
+    for folder in ("here", "child"):
+        got = read_metadata(tmp_path / folder)
+        assert got.replace(exported_at=None, keras_version=None, tensorflow_version=None,
+                           serving_signature=None, warmup_records=None) == meta
+        assert got.serving_signature["outputs"] == {"forecast": [None, HORIZON, 1]}
+        assert got.warmup_records == 2 and got.extra == {"note": "kept"}

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from live_server import REPO_ROOT, LiveServer
+from recipes import tiny_recipe
 
 from models.store import list_versions, publish, remove_stale_staging
 
@@ -253,31 +254,8 @@ def test_a_full_disk_during_export_fails_cleanly_and_the_next_publish_works(tiny
 
 # -------------------------------------------------------------------- training killed, resumed
 
-RECIPE = """
-name = "tiny"
-[data]
-raw = "{raw}"
-dataset = "{dataset}"
-channels = ["II"]
-fs = 125
-[window]
-input_steps = 128
-horizon = 16
-stride = 32
-inputs = ["II"]
-targets = ["II"]
-[model]
-arch = "lstm"
-units = [8]
-[train]
-epochs = {epochs}
-batch_size = 32
-patience = 0
-seed = 0
-[evaluate]
-max_windows = 500
-n_boot = 50
-"""
+# tests/recipes.py's tiny recipe on lead II alone, in batches of 32
+TINY = {"channels": ("II",), "batch_size": 32, "train_extra": "seed = 0"}
 
 
 def train_cmd(recipe: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -295,8 +273,9 @@ test_mae.__test__ = False  # a helper, not a test
 
 @pytest.mark.slow
 def test_training_killed_mid_run_resumes_and_reaches_the_same_quality(tmp_path):
-    from pipelines.ingest import IngestConfig, ingest
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.ingest.cohort import ingest
+    from pipelines.ingest.config import IngestConfig
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     raw = tmp_path / "raw"
     write_cohort(SynthConfig(out=raw, patients=12, minutes=2, seed=0))
@@ -304,7 +283,7 @@ def test_training_killed_mid_run_resumes_and_reaches_the_same_quality(tmp_path):
     assert ingest(IngestConfig(raw_dir=raw, dataset_dir=dataset, channels=("II",), fs=125.0,
                                patient_id=None)).written
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(RECIPE.format(raw=raw, dataset=dataset, epochs=4))
+    recipe.write_text(tiny_recipe(raw, dataset, epochs=4, **TINY))
 
     whole = tmp_path / "whole"
     subprocess.run(train_cmd(recipe, whole), cwd=REPO_ROOT, env=ENV, check=True,
@@ -365,10 +344,10 @@ def kill_when(cmd: list[str], ready, timeout_s: float = 300) -> str:
 @pytest.mark.slow
 def test_a_retrain_killed_mid_way_leaves_the_store_as_it_was(tmp_path):
     from pipelines.cli import COMMANDS, main
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     if "retrain" not in COMMANDS:
-        pytest.skip("`pulsecast retrain` (pipelines/retrain.py) does not exist yet")
+        pytest.skip("`pulsecast retrain` (pipelines/release/retrain.py) does not exist yet")
     cohort = tmp_path / "cohort"
     write_cohort(SynthConfig(out=cohort, patients=13, minutes=2, seed=0))
     for name, ids in (("old", (1, 2, 3, 4, 9, 12)), ("new", (5, 13))):
@@ -376,7 +355,7 @@ def test_a_retrain_killed_mid_way_leaves_the_store_as_it_was(tmp_path):
             shutil.copytree(cohort / f"p{i:06d}", tmp_path / name / f"p{i:06d}")
     store, dataset = tmp_path / "store", tmp_path / "ds"
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(RECIPE.format(raw=tmp_path / "old", dataset=dataset, epochs=1))
+    recipe.write_text(tiny_recipe(tmp_path / "old", dataset, epochs=1, **TINY))
     assert main(["train", "--config", str(recipe), "--model-store", str(store),
                  "--run-dir", str(tmp_path / "run")]) == 0
     before = numbered_snapshot(store, dataset)

@@ -3,10 +3,10 @@
 Hypothesis builds TensorProto messages with any DataType number (known, quantized, unknown),
 shapes (negative, huge, unknown rank, too many dims), typed value lists of the wrong kind and
 length, and random `tensor_content` bytes, and sends them over a real gRPC channel to a
-`serve.grpc_service` server on 127.0.0.1 with random model specs. Every call must end within its
+`serve.grpc` server on 127.0.0.1 with random model specs. Every call must end within its
 deadline with OK or a client-side status (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
 RESOURCE_EXHAUSTED, UNIMPLEMENTED), never UNKNOWN/INTERNAL; the server answers correctly after.
-`serve.tensor_proto.decode_tensor` is fuzzed directly too (more examples, no network).
+`serve.wire.tensor_proto.decode_tensor` is fuzzed directly too (more examples, no network).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serve.errors import Code, ServingError
-from serve.grpc_service import start_grpc_server
-from serve.manager import ModelManager
-from serve.tensor_proto import decode_tensor, encode_tensor
+from serve.grpc.server import start_grpc_server
 from serve.types import ModelConfig
+from serve.versions.manager import ModelManager
+from serve.wire.tensor_proto import decode_tensor, encode_tensor
 
 GRPC_EXAMPLES = 500
 DECODE_EXAMPLES = 1000

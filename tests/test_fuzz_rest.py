@@ -5,7 +5,7 @@
   JSON schema, near-valid tensors (wrong lengths, NaN, 1e308), arbitrary JSON, raw bytes, junk
   gzip, and the wrong method now and then. Every answer must come back within the client timeout
   and be below 500, errors as `{"error": str}`; afterwards the server still answers correctly.
-- `serve.json_tensor` is fuzzed directly: `parse_json` on arbitrary bytes and JSON text,
+- `serve.wire.json_tensor` is fuzzed directly: `parse_json` on arbitrary bytes and JSON text,
   `decode_predict_request` / `decode_examples_request` on arbitrary documents against signatures
   of every dtype, and `encode_predict_response` round-trips what it writes.
 """
@@ -27,13 +27,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serve.errors import Code, ServingError
-from serve.json_tensor import (
+from serve.types import TensorInfo
+from serve.wire.json_tensor import (
     decode_examples_request,
     decode_predict_request,
     encode_predict_response,
     parse_json,
 )
-from serve.types import TensorInfo
 
 httpx = pytest.importorskip("httpx")
 

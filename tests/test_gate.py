@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines.gate import GateError, GateThresholds, decide, relative_change
+from pipelines.release.gate import GateError, GateThresholds, decide, relative_change
 
 
 def evaluation(held_out: float, old_test: float, n_windows: int = 100) -> dict:

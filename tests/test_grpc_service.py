@@ -1,4 +1,4 @@
-"""serve.grpc_service end to end: a real gRPC server on 127.0.0.1 over a real ModelManager,
+"""serve.grpc end to end: a real gRPC server on 127.0.0.1 over a real ModelManager,
 serving tiny SavedModels made here, talked to with the stock tensorflow-serving-api stubs."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serve.grpc_service import make_grpc_server, start_grpc_server
-from serve.manager import ModelManager
+from serve.grpc.server import make_grpc_server, start_grpc_server
 from serve.types import ModelConfig, VersionPolicy
+from serve.versions.manager import ModelManager
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.dataset import load_dataset
-from pipelines.incremental import ingest_incremental, staged_increment
-from pipelines.ingest import IngestConfig, ingest
-from pipelines.splits import assign_split
+from pipelines.dataset.contract import load_dataset
+from pipelines.dataset.splits import assign_split
+from pipelines.ingest.cohort import ingest
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.incremental import ingest_incremental, staged_increment
 
 FS = 125.0
 

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from pipelines.dataset import MANIFEST_COLUMNS, load_dataset
-from pipelines.ingest import IngestConfig, find_records, ingest, ingest_record
+from pipelines.dataset.contract import MANIFEST_COLUMNS, load_dataset
+from pipelines.ingest.cohort import ingest
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.per_record import ingest_record
+from pipelines.ingest.records import find_records
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb on pandas 3
 
@@ -142,7 +145,7 @@ def test_fill_gap_s_interpolates_short_gaps_per_channel_and_keeps_longer_ones_na
 
 
 def test_fill_short_gaps_leaves_the_edges_alone() -> None:
-    from pipelines.assemble import fill_short_gaps
+    from models.conditioning import fill_short_gaps
 
     x = np.array([[np.nan], [1.0], [np.nan], [3.0], [np.nan]], dtype=np.float32)
     assert fill_short_gaps(x, 1) == 1
@@ -253,6 +256,23 @@ def test_a_corrupt_header_is_skipped_and_the_other_records_still_go_in(
     assert reason.startswith("unreadable header broken.hea: ")
 
 
+def test_a_header_opening_with_a_slash_line_is_skipped_with_a_reason_not_lost(
+    tmp_path: Path, two_channel: Callable[..., Path]
+) -> None:
+    # Found by the ingest fuzzer: "/" before the record line looked like a multi-segment master
+    # naming the record itself as its segment, so the record vanished from find_records.
+    two_channel("good")
+    bad = two_channel("bad")
+    hea = bad.with_suffix(".hea")
+    hea.write_text("/\n" + hea.read_text())
+    bad.with_suffix(".dat").write_bytes(b"")
+    assert find_records(tmp_path / "raw") == [bad, tmp_path / "raw" / "good"]
+    report = ingest(_config(tmp_path))
+    assert [r.record_id for r in report.ingested] == ["good"]
+    (path, reason), = report.skipped
+    assert path == str(bad) and reason.strip()
+
+
 def test_a_record_with_a_missing_or_truncated_signal_file_is_skipped_with_the_reason(
     tmp_path: Path, two_channel: Callable[..., Path]
 ) -> None:
@@ -310,7 +330,7 @@ def test_an_existing_dataset_is_replaced_and_kept_when_nothing_is_ingested(
 def test_an_interrupted_ingest_leaves_no_half_written_dataset(
     tmp_path: Path, two_channel: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.ingest as ingest_module
+    import pipelines.ingest.cohort as ingest_module
 
     two_channel("a")
     two_channel("b")

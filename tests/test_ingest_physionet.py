@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.dataset import Dataset, load_dataset
-from pipelines.ingest import IngestConfig, IngestReport, find_records, ingest, ingest_record
+from pipelines.dataset.contract import Dataset, load_dataset
+from pipelines.ingest.cohort import IngestReport, ingest
+from pipelines.ingest.config import IngestConfig
+from pipelines.ingest.per_record import ingest_record
+from pipelines.ingest.records import find_records
 
 pytestmark = [pytest.mark.shared, pytest.mark.filterwarnings("ignore:The inplace keyword")]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.headers import parse_header
-from pipelines.records import read_header, read_segment
-from pipelines.resample import lowpass_filter, rational_ratio, resample_channel
+from models.conditioning import lowpass_filter, rational_ratio, resample_channel
+from pipelines.ingest.headers import parse_header
+from pipelines.ingest.records import read_header
+from pipelines.ingest.samples import read_segment
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb on pandas 3
 

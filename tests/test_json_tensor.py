@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from serve import json_tensor as jt
 from serve.errors import Code, ServingError
 from serve.types import TensorInfo
+from serve.wire import json_tensor as jt
 
 
 def infos(**dtypes: str) -> dict[str, TensorInfo]:

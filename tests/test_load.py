@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_server import TIMEOUT_S, LiveServer, ecg_window, pct, run_load, write_lstm, write_store
+from live_server import LOAD_BODIES as BODIES
+from live_server import TIMEOUT_S, LiveServer, pct, run_load, write_lstm, write_store
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +27,6 @@ LOAD_S = float(os.environ.get("PULSECAST_LOAD_S", "10"))
 OVERLOAD_S = 4.0
 RSS_WARMUP_S = 2.0
 RSS_GROWTH_LIMIT_MIB = 64.0  # bounded growth over the run, after warm-up
-
-BODIES = [
-    ("/v1/models/ecg:predict", json.dumps({"instances": [ecg_window()]}).encode()),
-    ("/v1/models/half:predict", b'{"instances": [[1.0], [2.0]]}'),
-    ("/v1/models/ecg:forecast",
-     json.dumps({"signal": {"II": [float(np.sin(i / 5)) for i in range(200)]},
-                 "fs": 100}).encode()),
-]
 
 
 @pytest.fixture(scope="module")

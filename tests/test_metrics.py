@@ -8,19 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.metrics import (
-    ForecastExamples,
+from pipelines.evaluation.metrics import (
     bootstrap_skill_ci,
     compute_evaluation,
     interval_coverage,
     mae,
     mae_per_step,
     pinball_loss,
-    render_markdown,
     rmse,
     skill,
-    write_report,
 )
+from pipelines.evaluation.report import ForecastExamples, render_markdown, write_report
 
 # Two windows, horizon 2, one target. Errors: [[1, -3], [0, 2]].
 Y = np.array([[[1.0], [2.0]], [[3.0], [4.0]]])

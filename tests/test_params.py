@@ -203,19 +203,3 @@ def test_cycle_residual_models_match_their_formulas_and_stay_cudnn_eligible(arch
     assert rows["cycle_candidates"].expected == 0
     assert sum(r.keras for r in rows.values()) == model.count_params()
     assert all(r.cudnn for r in rows.values() if r.cudnn is not None)
-
-
-@pytest.mark.parametrize("arch", ("lstm", "gru"))
-def test_adaptive_and_shifted_cycle_heads_count_static_logits_and_the_encoder_denses(
-        arch: str) -> None:
-    spec = ModelSpec(arch=arch, units=(8,), input_steps=120, horizon=10, head="cycle_residual",
-                     min_period_steps=5, max_period_steps=40, cycle_candidates=2, encoder_pool=2,
-                     cycle_mix="adaptive", mix_blocks=5, max_shift_steps=3)
-    model = build_model(spec)
-    rows = {r.name: r for r in check(model)}
-    assert rows["cycle_mix"].kind == "AdaptiveCycleMix"
-    assert rows["cycle_mix"].expected == params.cycle_mix_params(10, 1, 2) == 20
-    assert rows["cycle_mix_logits"].expected == params.dense_params(8, 5 * 1 * 2) == 90
-    assert rows["cycle_shift"].expected == params.dense_params(8, 1 * 2) == 18
-    assert sum(r.keras for r in rows.values()) == model.count_params()
-    assert all(r.cudnn for r in rows.values() if r.cudnn is not None)

@@ -15,8 +15,8 @@ import pytest
 import wfdb
 
 from pipelines.cli import main
-from pipelines.pull import PullConfig, PullError, pull
-from pipelines.synth import SynthConfig, write_cohort
+from pipelines.sources.pull import PullConfig, PullError, pull
+from pipelines.sources.synth import SynthConfig, write_cohort
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.quality import (
+from pipelines.ingest.quality import (
     _float_at_or_above,
     _float_at_or_below,
     _still_steps,

@@ -9,9 +9,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from serve import forecast as fc
 from serve.errors import ServingError, not_found
-from serve.rest import RestApp, RestSettings
+from serve.http import forecast as fc
+from serve.http.app import RestApp
+from serve.settings import ServerSettings
 from serve.types import SignatureInfo, TensorInfo, VersionState, VersionStatus
 
 testclient = pytest.importorskip("starlette.testclient")
@@ -60,12 +61,12 @@ class FakeManager:
 
 
 def client(**settings) -> testclient.TestClient:
-    app = RestApp(FakeManager(), RestSettings(num_threads=2, **settings))
+    app = RestApp(FakeManager(), ServerSettings(rest_api_num_threads=2, **settings))
     return testclient.TestClient(app)
 
 
 def test_cors_headers_and_preflight_when_enabled():
-    with client(enable_cors=True) as c:
+    with client(rest_api_enable_cors_support=True) as c:
         r = c.get("/v1/models/m")
         assert r.headers["access-control-allow-origin"] == "*"
         assert c.options("/v1/models/m:predict",

@@ -444,7 +444,7 @@ def test_grpc_calls_count_in_the_same_prometheus_metrics(server, client):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from serve.tensor_proto import encode_tensor
+    from serve.wire.tensor_proto import encode_tensor
 
     def grpc_count(text: str, status: str) -> int:
         pattern = ':tensorflow:serving:request_count{model_name="ecg",status="' + status + '"} '

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 OLD, NEW = (1, 2, 3, 4, 9, 12), (5, 13)
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> SimpleNamespace:
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     root = tmp_path_factory.mktemp("retrain")
     cohort = root / "cohort"
@@ -76,7 +76,7 @@ def versions(world) -> list[str]:
 
 
 def test_a_better_challenger_becomes_version_2_and_a_rerun_changes_nothing(world, capsys):
-    from pipelines.dataset import load_dataset
+    from pipelines.dataset.contract import load_dataset
 
     assert main(retrain(world, "--epochs", "4")) == 0
     out = last_json(capsys)

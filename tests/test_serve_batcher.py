@@ -1,4 +1,4 @@
-"""serve.batcher: TF Serving's dynamic batching semantics on a fake servable (no TensorFlow)."""
+"""serve.batching: TF Serving's dynamic batching semantics on a fake servable (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from serve.batcher import BatchingServable, BatchScheduler
+from serve.batching.scheduler import BatchingServable, BatchScheduler
 from serve.errors import Code, ServingError
 from serve.types import BatchingParams
 
@@ -219,7 +219,7 @@ class PreparingServable(DoublingServable):
 
 
 def test_adaptive_batcher_runs_a_lone_request_at_once_alone():
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     inner = PreparingServable()
     batcher = AdaptiveBatcher(inner)
@@ -232,7 +232,7 @@ def test_adaptive_batcher_runs_a_lone_request_at_once_alone():
 
 
 def test_adaptive_batcher_batches_what_queued_while_the_model_was_busy():
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     inner = PreparingServable(hold_first=True)
     batcher = AdaptiveBatcher(inner, max_batch_size=8)
@@ -255,7 +255,7 @@ def test_adaptive_batcher_batches_what_queued_while_the_model_was_busy():
 
 
 def test_adaptive_batcher_gives_each_request_its_own_error_when_a_batch_fails():
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     class PickyServable(PreparingServable):
         def predict(self, signature_name, inputs, output_filter=()):
@@ -285,7 +285,7 @@ def test_adaptive_batcher_gives_each_request_its_own_error_when_a_batch_fails():
 
 
 def test_adaptive_batcher_leaves_other_signatures_and_big_requests_unbatched():
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     inner = PreparingServable()
     batcher = AdaptiveBatcher(inner, max_batch_size=4)
@@ -301,7 +301,7 @@ def test_adaptive_batcher_leaves_other_signatures_and_big_requests_unbatched():
 
 
 def test_adaptive_batcher_skips_a_cancelled_request():
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     inner = PreparingServable(hold_first=True)
     batcher = AdaptiveBatcher(inner)
@@ -328,7 +328,7 @@ def _gather_async(batched, fake, values: list[float], hold: bool):
     release it, and return (answers, the batcher's call_soon_threadsafe calls on the loop)."""
     import asyncio
 
-    from serve.batcher import _settle_on_loop
+    from serve.batching.futures import _settle_on_loop
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -358,7 +358,7 @@ def _gather_async(batched, fake, values: list[float], hold: bool):
 
 @pytest.mark.parametrize("kind", ["adaptive", "scheduler"])
 def test_submit_async_answers_a_batch_on_the_loop_with_one_wake_up(kind, make) -> None:
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     fake = PreparingServable(hold_first=True)
     batched = AdaptiveBatcher(fake, max_batch_size=8) if kind == "adaptive" else make(
@@ -384,7 +384,7 @@ def test_submit_async_gives_a_failing_batch_its_error_on_the_loop(make) -> None:
 def test_a_timed_out_async_request_is_dropped_from_the_batch() -> None:
     import asyncio
 
-    from serve.batcher import AdaptiveBatcher
+    from serve.batching.adaptive import AdaptiveBatcher
 
     fake = PreparingServable(hold_first=True)
     batcher = AdaptiveBatcher(fake)

@@ -1,4 +1,4 @@
-"""serve.manager: TF Serving's version lifecycle, policies, labels, refcounted handles and
+"""serve.versions: TF Serving's version lifecycle, policies, labels, refcounted handles and
 errors. Most tests use a fake loader (no TensorFlow); the hot-swap and corrupt-version tests
 load real SavedModels."""
 
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from serve.errors import Code, ServingError
-from serve.manager import ModelManager, parse_version_name, scan_versions
 from serve.types import BatchingParams, ModelConfig, VersionPolicy, VersionState
+from serve.versions.disk import parse_version_name, scan_versions
+from serve.versions.manager import ModelManager
 
 
 class FakeServable:
@@ -303,7 +304,7 @@ def test_an_unexpected_loader_exception_is_an_unknown_error(tmp_path: Path) -> N
 
 
 def test_with_batching_the_servables_are_batched(tmp_path: Path) -> None:
-    from serve.batcher import BatchingServable
+    from serve.batching.scheduler import BatchingServable
 
     manager, _ = _manager(_versions(tmp_path, 1), batching=BatchingParams(num_batch_threads=1))
     manager.start()
@@ -376,8 +377,8 @@ def _wait_for(condition, timeout_s: float = 10.0) -> None:
 
 
 def test_auto_batching_wraps_only_servables_with_pulsecast_metadata():
-    from serve.batcher import AdaptiveBatcher
-    from serve.manager import _auto_batchable
+    from serve.batching.adaptive import AdaptiveBatcher
+    from serve.versions.manager import _auto_batchable
 
     class Plain:
         metadata = None

@@ -11,8 +11,10 @@ import pytest
 from serve_models import half_plus_two_dir, write_warmup
 
 from serve.errors import Code, ServingError
-from serve.runtime import WARMUP_RELPATH, LoadError, load_servable
-from serve.signatures import make_example
+from serve.runtime import LoadError
+from serve.runtime.load import load_servable
+from serve.runtime.warmup import WARMUP_RELPATH
+from serve.wire.examples import make_example
 
 pytest.importorskip("tensorflow")
 
@@ -222,9 +224,9 @@ def test_pulsecast_models_get_the_xla_runtime_equal_to_the_savedmodel(lstm_dir: 
 def test_xla_runtime_falls_back_to_the_savedmodel_when_verification_fails(
     lstm_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import serve.runtime
+    import serve.runtime.xla
 
-    monkeypatch.setattr(serve.runtime, "_outputs_match", lambda got, want: "forced mismatch")
+    monkeypatch.setattr(serve.runtime.xla, "_outputs_match", lambda got, want: "forced mismatch")
     with caplog.at_level(logging.WARNING, logger="serve.runtime"):
         servable = load_servable("lstm", 1, lstm_dir)
     assert servable.runtime == "savedmodel"
@@ -233,7 +235,7 @@ def test_xla_runtime_falls_back_to_the_savedmodel_when_verification_fails(
 
 
 def test_outputs_match_uses_a_tolerance_relative_to_scale() -> None:
-    from serve.runtime import _outputs_match
+    from serve.runtime.xla import _outputs_match
 
     want = {"y": np.array([100.0, -50.0], np.float32)}
     assert _outputs_match({"y": want["y"] + 0.009}, want) is None

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from pipelines.splits import assign_split, assign_splits, patient_unit, validate_fractions
+from pipelines.dataset.splits import assign_split, assign_splits, patient_unit, validate_fractions
 
 
 def test_a_patient_gets_the_same_split_in_another_process_with_another_hash_seed() -> None:
     ids = [f"p{n:06d}" for n in range(50)]
     here = [assign_split(p) for p in ids]
     code = (
-        "from pipelines.splits import assign_split;"
+        "from pipelines.dataset.splits import assign_split;"
         f"print(','.join(assign_split(p) for p in {ids!r}))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

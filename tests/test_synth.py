@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import wfdb
 
-from pipelines import synth
 from pipelines.cli import main
-from pipelines.synth import (
+from pipelines.sources import synth, waveforms
+from pipelines.sources.physiology import (
     CHANNELS,
     NUMERIC_CHANNELS,
     NUMERIC_UNITS,
     UNITS,
-    SynthConfig,
     SynthError,
     make_cohort_specs,
-    make_patient,
-    make_patient_signals,
-    write_cohort,
 )
+from pipelines.sources.synth import SynthConfig, write_cohort
+from pipelines.sources.waveforms import make_patient, make_patient_signals
 
 PATIENTS = 4
 MINUTES = 1.0
@@ -91,7 +89,7 @@ def test_waveform_records_read_back_with_names_units_fs_and_start(cohort: list[P
 
 def test_files_hold_exactly_the_in_memory_patient(cohort: list[Path]) -> None:
     spec = make_cohort_specs(1, seed=7)[0]
-    memory = synth.make_signal_matrix(make_patient(spec, 7, MINUTES))
+    memory = waveforms.make_signal_matrix(make_patient(spec, 7, MINUTES))
     np.testing.assert_array_equal(wfdb.rdrecord(str(cohort[0])).p_signal, memory)
 
 
@@ -149,7 +147,7 @@ def test_multi_segment_record_has_layout_null_segment_and_reads_whole(cohort: li
     assert record.p_signal.shape == (int(MINUTES * 60 * 125), len(CHANNELS))
     null_at = sum(header.seg_len[: header.seg_name.index("~")])
     assert np.isnan(record.p_signal[null_at]).all()
-    memory = synth.make_signal_matrix(make_patient(spec, 7, MINUTES))
+    memory = waveforms.make_signal_matrix(make_patient(spec, 7, MINUTES))
     np.testing.assert_array_equal(record.p_signal, memory)
 
 
@@ -202,7 +200,7 @@ def test_existing_cohort_is_kept_unless_overwrite(tmp_path: Path) -> None:
 def test_a_failed_write_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def failing(signals: synth.PatientSignals, folder: Path) -> Path:
+    def failing(signals: waveforms.PatientSignals, folder: Path) -> Path:
         calls.append(folder)
         if len(calls) == 2:
             raise OSError("disk full")

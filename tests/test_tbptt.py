@@ -15,15 +15,15 @@ import pytest
 from recipes import tiny_recipe
 
 from pipelines.config import parse_recipe
-from pipelines.tbptt import (
+from pipelines.training.chunks import (
     ChunkPlan,
-    check_recipe,
     chunk_arrays,
     clean_runs,
     make_segments,
     plan_streams,
 )
-from pipelines.train import TrainingError
+from pipelines.training.fit import TrainingError
+from pipelines.training.tbptt import check_recipe
 
 # ------------------------------------------------------------------------------- chunk plan
 
@@ -136,7 +136,7 @@ def twins(request):
     from models.normalization import NormStats
     from models.params import check
     from models.spec import ModelSpec
-    from pipelines.tbptt import copy_weights
+    from pipelines.training.tbptt import copy_weights
 
     keras.utils.set_random_seed(1)
     spec = ModelSpec(arch=request.param, units=(5, 4), input_steps=12, horizon=3, n_channels=2,
@@ -152,7 +152,7 @@ def twins(request):
 
 def _stateless(spec, norm, source, input_steps):
     from models.architectures import build_model
-    from pipelines.tbptt import copy_weights
+    from pipelines.training.tbptt import copy_weights
 
     other = build_model(dataclasses.replace(spec, input_steps=input_steps), norm)
     copy_weights(source, other)
@@ -184,7 +184,7 @@ def test_the_twin_carries_state_and_matches_the_stateless_model_on_the_joined_ch
 def test_resetting_one_stream_zeroes_only_its_state(twins):
     import keras
 
-    from pipelines.tbptt import reset_streams
+    from pipelines.training.tbptt import reset_streams
 
     spec, norm, model, twin = twins
     rng = np.random.default_rng(1)
@@ -206,7 +206,7 @@ def test_resetting_one_stream_zeroes_only_its_state(twins):
 
 
 def test_trained_weights_copy_back_to_the_stateless_model_exactly(twins):
-    from pipelines.tbptt import copy_weights
+    from pipelines.training.tbptt import copy_weights
 
     spec, norm, model, twin = twins
     for v in twin.trainable_weights:  # as if trained
@@ -225,8 +225,8 @@ def test_trained_weights_copy_back_to_the_stateless_model_exactly(twins):
 @pytest.mark.slow
 def test_train_with_tbptt_publishes_a_stateless_verified_version(tmp_path):
     from pipelines.config import load_recipe
-    from pipelines.synth import SynthConfig, write_cohort
-    from pipelines.train import train
+    from pipelines.sources.synth import SynthConfig, write_cohort
+    from pipelines.training.train import train
 
     raw = tmp_path / "raw"
     write_cohort(SynthConfig(out=raw, patients=12, minutes=2, seed=0))

@@ -1,5 +1,6 @@
-"""serve.tensor_proto: TensorProto <-> numpy in both wire forms, checked against TensorFlow's own
-`make_tensor_proto` / `make_ndarray`, and malformed protos refused with INVALID_ARGUMENT."""
+"""serve.wire.tensor_proto: TensorProto <-> numpy in both wire forms, checked against
+TensorFlow's own `make_tensor_proto` / `make_ndarray`, and malformed protos refused with
+INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serve.errors import Code, ServingError
-from serve.tensor_proto import decode_tensor, dtype_enum, dtype_name, encode_tensor
+from serve.wire.dtypes import dtype_enum, dtype_name
+from serve.wire.tensor_proto import decode_tensor, encode_tensor
 
 ARRAYS = {
     "DT_FLOAT": np.array([[1.5, -2.25, 3.0], [np.inf, -0.0, 7.125]], dtype=np.float32),

@@ -15,12 +15,13 @@ from recipes import tiny_recipe
 
 from pipelines.cli import main
 from pipelines.config import ConfigError, parse_recipe
-from pipelines.train import TrainingError, train
+from pipelines.training.fit import TrainingError
+from pipelines.training.train import train
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     raw = tmp_path_factory.mktemp("cohort") / "raw"
     write_cohort(SynthConfig(out=raw, patients=12, minutes=2, seed=0))

@@ -11,15 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import MANIFEST_COLUMNS, Dataset, load_dataset
-from pipelines.windows import (
-    NoWindowsError,
-    WindowBatcher,
-    WindowIndex,
-    WindowSpec,
-    window_starts,
-    window_view,
-)
+from pipelines.dataset.contract import MANIFEST_COLUMNS, Dataset, load_dataset
+from pipelines.windows.batcher import WindowBatcher
+from pipelines.windows.index import WindowIndex
+from pipelines.windows.spec import NoWindowsError, WindowSpec, window_starts
+from pipelines.windows.views import window_view
 
 CHANNELS = ("II", "ABP", "RESP")
 
@@ -341,7 +337,7 @@ def test_importing_windows_does_not_import_keras() -> None:
     import subprocess
     import sys
 
-    code = "import sys, pipelines.windows; print('keras' in sys.modules)"
+    code = "import sys, pipelines.windows.keras_data; print('keras' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=Path(__file__).parents[1],
@@ -358,7 +354,7 @@ def test_importing_windows_does_not_import_keras() -> None:
 def test_window_dataset_is_a_keras_py_dataset_that_passes_worker_options(small: Dataset) -> None:
     import keras
 
-    from pipelines.windows import WindowDataset
+    from pipelines.windows.keras_data import WindowDataset
 
     ds = WindowDataset(small, spec(), batch_size=4, workers=2, max_queue_size=3)
     assert isinstance(ds, keras.utils.PyDataset) and isinstance(ds, WindowBatcher)
@@ -371,7 +367,7 @@ def test_window_dataset_is_a_keras_py_dataset_that_passes_worker_options(small: 
 def test_keras_fit_trains_on_a_window_dataset_and_moves_it_through_epochs(tmp_path: Path) -> None:
     import keras
 
-    from pipelines.windows import WindowDataset
+    from pipelines.windows.keras_data import WindowDataset
 
     data = write_dataset(tmp_path / "ds", {"a": ramp(40) / 40, "b": ramp(30, 1) / 40})
     s = spec(inputs=("II", "ABP"), targets=("II",))
@@ -394,8 +390,9 @@ def test_keras_fit_trains_on_a_window_dataset_and_moves_it_through_epochs(tmp_pa
 JAX_FIT = """
 import json, sys
 import keras
-from pipelines.dataset import load_dataset
-from pipelines.windows import WindowDataset, WindowSpec
+from pipelines.dataset.contract import load_dataset
+from pipelines.windows.keras_data import WindowDataset
+from pipelines.windows.spec import WindowSpec
 spec = WindowSpec(3, 2, inputs=("II", "ABP"), targets=("II",), gap_policy="mask")
 ds = WindowDataset(load_dataset(sys.argv[1]), spec, batch_size=8, workers=2)
 model = keras.Sequential([keras.Input((3, 4)), keras.layers.Flatten(), keras.layers.Dense(2),

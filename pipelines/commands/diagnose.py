@@ -42,7 +42,7 @@ def _dataset_windows(
     n_windows: int, seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to `n_windows` NaN-free windows cut from the dataset's train split."""
-    from pipelines.dataset import load_dataset
+    from pipelines.dataset.contract import load_dataset
 
     ds = load_dataset(root)
     span = input_steps + horizon

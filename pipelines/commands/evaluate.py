@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.evaluate_version import evaluate_version
+    from pipelines.evaluation.evaluate_version import evaluate_version
 
     result, out_dir = evaluate_version(
         Path(args.model_store), args.model_name, args.version, Path(args.dataset), args.split,

@@ -69,10 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.ingest import IngestConfig, ingest
+    from pipelines.ingest.cohort import ingest
+    from pipelines.ingest.config import IngestConfig
 
     if args.executor == "ray":
-        from pipelines.executors import import_ray
+        from pipelines.ingest.executors import import_ray
 
         try:
             import_ray()

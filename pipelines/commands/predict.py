@@ -4,8 +4,8 @@
         --at 60 [--out forecast.png] [--token-file token.txt]
 
 Steps: read the model's contract (`GET /pulsecast/models/<m>`: channels, fs, input_steps), read
-the record with wfdb and match its signals to the model's channels (`pipelines.channels`), send
-the samples ending at `--at` seconds (at the record's own rate: the server resamples) through
+the record with wfdb and match its signals to the model's channels (`pipelines.ingest.channels`),
+send the samples ending at `--at` seconds (at the record's own rate: the server resamples) through
 `POST /v1/models/<m>:forecast`, print the answer as JSON, and with `--out` plot the history and
 the forecast to a PNG.
 """
@@ -66,7 +66,7 @@ def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
     """
     import wfdb
 
-    from pipelines.channels import match_channels
+    from pipelines.ingest.channels import match_channels
 
     rec = wfdb.rdrecord(str(record))
     fs = float(rec.fs)

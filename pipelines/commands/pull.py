@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines.pull import PHYSIONET_URL  # stdlib-only module: cheap to import
+from pipelines.sources.pull import PHYSIONET_URL  # stdlib-only module: cheap to import
 
 HELP = "download WFDB records of a PhysioNet database (e.g. mitdb/1.0.0) or a mirror of it"
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.pull import PullConfig, pull
+    from pipelines.sources.pull import PullConfig, pull
 
     records = None
     if args.records is not None:

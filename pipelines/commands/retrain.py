@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.gate import GateThresholds
-    from pipelines.retrain import RetrainConfig, retrain
+    from pipelines.release.gate import GateThresholds
+    from pipelines.release.retrain import RetrainConfig, retrain
 
     cfg = RetrainConfig(
         model_name=args.model_name, records=Path(args.records),

@@ -1,7 +1,7 @@
 """`pulsecast rollback --model-name ecg --to 1`: re-publish an earlier version as the newest.
 
-The copy (`pipelines.rollback`) gets the next version number, so servers on TF Serving's default
-"latest" policy switch to it within one poll and the store's history stays append-only.
+The copy (`pipelines.release.rollback`) gets the next version number, so servers on TF Serving's
+default "latest" policy switch to it within one poll and the store's history stays append-only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.rollback import rollback
+    from pipelines.release.rollback import rollback
 
     version, path = rollback(Path(args.model_store), args.model_name, args.to)
     print(f"version {args.to} of {args.model_name} re-published as version {version} at {path}")

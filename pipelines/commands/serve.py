@@ -5,7 +5,8 @@
     pulsecast serve --model_config_file models.config --rest_api_port 8501 --port 8500
 
 Flags, meanings and defaults follow tensorflow_model_server; the underscore spellings
-(`--rest_api_port`, `--model_base_path`, ...) are accepted too. Binds 127.0.0.1 by default.
+(`--rest_api_port`, `--model_base_path`, ...) are accepted too. Each flag is a field of
+`serve.settings.ServerSettings`, whose default is the flag's default. Binds 127.0.0.1 by default.
 SIGTERM/SIGINT drain in-flight requests and exit 0.
 """
 
@@ -18,10 +19,15 @@ HELP = "serve models over TensorFlow Serving's REST and gRPC APIs (plus :forecas
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
-    """Add `--a-b` and its TF Serving spelling `--a_b`."""
+    """Add `--a-b` and its TF Serving spelling `--a_b`; a `ServerSettings` field's default is
+    the flag's default."""
+    from serve.settings import ServerSettings, default_of
+
     dashed = "--" + name.replace("_", "-")
     underscored = "--" + name
     names = [dashed] if dashed == underscored else [dashed, underscored]
+    if name in ServerSettings.model_fields:
+        kwargs["default"] = default_of(name)
     parser.add_argument(*names, dest=name, **kwargs)
 
 
@@ -44,46 +50,54 @@ def _bool(text: str) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from serve.runtime import RUNTIMES
+    from serve.settings import MIB
+    from serve.settings import default_of as d
+
     models = parser.add_argument_group("models")
     _flag(models, "model_name", help="model name for --model_base_path (TF Serving: 'default')")
     _flag(models, "model_base_path", type=Path, help="folder of numbered version folders")
     _flag(models, "model_config_file", type=Path, help="ModelServerConfig text proto")
     _flag(models, "model_store", type=Path, help="serve every model of a pulsecast model store")
-    _flag(models, "file_system_poll_wait_seconds", type=float, default=1.0,
-          help="seconds between scans for new versions (default 1)")
-    _flag(models, "runtime", choices=("auto", "savedmodel", "xla"), default="auto",
+    _flag(models, "file_system_poll_wait_seconds", type=float,
+          help="seconds between scans for new versions "
+               f"(default {d('file_system_poll_wait_seconds'):g})")
+    _flag(models, "runtime", choices=RUNTIMES,
           help="auto: XLA for pulsecast models when it matches the SavedModel")
-    _flag(models, "auto_batching", type=int, default=32,
+    _flag(models, "auto_batching", type=int,
           help="pulsecast models without --enable_batching: batch what is queued when the "
-               "model frees up, at most this many rows (default 32, the largest XLA bucket; "
-               "0 = off). A lone request runs at once; answers are unchanged")
-    _flag(models, "tensorflow_intra_op_parallelism", type=int, default=0,
+               f"model frees up, at most this many rows (default {d('auto_batching')}, the "
+               "largest XLA bucket; 0 = off). A lone request runs at once; answers are unchanged")
+    _flag(models, "tensorflow_intra_op_parallelism", type=int,
           help="threads for one TensorFlow op (0 = TensorFlow picks)")
-    _flag(models, "tensorflow_inter_op_parallelism", type=int, default=0,
+    _flag(models, "tensorflow_inter_op_parallelism", type=int,
           help="threads running TensorFlow ops in parallel (0 = TensorFlow picks)")
-    _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
-          help="replay assets.extra/tf_serving_warmup_requests before serving (default true)")
+    _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True,
+          help="replay assets.extra/tf_serving_warmup_requests before serving (default "
+               f"{str(d('enable_model_warmup')).lower()})")
 
     net = parser.add_argument_group("network")
-    _flag(net, "port", type=int, default=8500, help="gRPC port (0 = no gRPC; default 8500)")
-    _flag(net, "rest_api_port", type=int, default=8501,
-          help="REST port (0 = no REST; default 8501)")
-    _flag(net, "host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    _flag(net, "rest_api_num_threads", type=int, default=None,
+    _flag(net, "port", type=int, help=f"gRPC port (0 = no gRPC; default {d('port')})")
+    _flag(net, "rest_api_port", type=int,
+          help=f"REST port (0 = no REST; default {d('rest_api_port')})")
+    _flag(net, "host", help=f"address to bind (default {d('host')})")
+    _flag(net, "rest_api_num_threads", type=int,
           help="worker threads for REST requests (default 4 x CPUs)")
-    _flag(net, "rest_api_timeout_in_ms", type=int, default=30_000,
-          help="REST request deadline, 504 past it (default 30000)")
+    _flag(net, "rest_api_timeout_in_ms", type=int,
+          help=f"REST request deadline, 504 past it (default {d('rest_api_timeout_in_ms')})")
     _flag(net, "rest_api_enable_cors_support", type=_bool, nargs="?", const=True,
-          default=False, help="send CORS headers and answer preflights")
+          help="send CORS headers and answer preflights")
     _flag(net, "api_token_file", type=Path,
           help="file holding a bearer token every non-health route requires")
-    _flag(net, "max_body_bytes", type=int, default=16 * 1024 * 1024,
-          help="largest request body, before and after gzip (default 16 MiB; 413 past it)")
-    _flag(net, "drain_timeout_s", type=float, default=30.0,
-          help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    _flag(net, "max_body_bytes", type=int,
+          help="largest request body, before and after gzip "
+               f"(default {d('max_body_bytes') // MIB} MiB; 413 past it)")
+    _flag(net, "drain_timeout_s", type=float,
+          help="seconds in-flight requests get to finish on SIGTERM "
+               f"(default {d('drain_timeout_s'):g})")
 
     batching = parser.add_argument_group("batching (TF Serving's BatchingParameters)")
-    _flag(batching, "enable_batching", type=_bool, nargs="?", const=True, default=False,
+    _flag(batching, "enable_batching", type=_bool, nargs="?", const=True,
           help="dynamic server-side batching")
     _flag(batching, "batching_parameters_file", type=Path, help="BatchingParameters text proto")
     _flag(batching, "max_batch_size", type=int, help="default 1000")
@@ -94,27 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """A `ServerSettings` from parsed flags (ValueError names a bad combination)."""
-    from serve.server import ServerSettings
+    """A `serve.settings.ServerSettings` from parsed flags, the token read from
+    `--api_token_file` (a ValueError names a bad value or combination)."""
+    from serve.settings import ServerSettings, read_api_token
 
-    if args.model_base_path is not None and args.model_name is None:
-        args.model_name = "default"
-    kwargs = {
-        name: getattr(args, name)
-        for name in (
-            "model_name", "model_base_path", "model_config_file", "model_store",
-            "file_system_poll_wait_seconds", "runtime", "enable_model_warmup", "port",
-            "rest_api_port", "host", "rest_api_timeout_in_ms", "rest_api_enable_cors_support",
-            "api_token_file", "max_body_bytes", "drain_timeout_s", "enable_batching",
-            "batching_parameters_file", "max_batch_size", "batch_timeout_micros",
-            "num_batch_threads", "max_enqueued_batches", "allowed_batch_sizes",
-            "auto_batching", "tensorflow_intra_op_parallelism",
-            "tensorflow_inter_op_parallelism",
-        )
-    }
-    if args.rest_api_num_threads is not None:
-        kwargs["rest_api_num_threads"] = args.rest_api_num_threads
-    return ServerSettings(**kwargs)
+    values = {name: getattr(args, name) for name in ServerSettings.model_fields
+              if hasattr(args, name)}
+    return ServerSettings(**values, api_token=read_api_token(args.api_token_file))
 
 
 def run(args: argparse.Namespace) -> int:

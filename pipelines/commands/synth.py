@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.synth import SynthConfig, write_cohort
+    from pipelines.sources.synth import SynthConfig, write_cohort
 
     config = SynthConfig(out=args.out, patients=args.patients, minutes=args.minutes,
                          seed=args.seed, overwrite=args.overwrite)

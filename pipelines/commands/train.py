@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.config import load_recipe, with_overrides
-    from pipelines.train import train
+    from pipelines.training.train import train
 
     recipe = with_overrides(load_recipe(args.config), dataset=args.dataset, raw=args.raw,
                             epochs=args.epochs, model_name=args.model_name)

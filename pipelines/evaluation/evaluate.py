@@ -1,0 +1,181 @@
+"""Evaluation on held-out patients: a forecaster against baselines on exactly the same windows.
+
+`evaluate_forecaster` is the one place where windows of a split are cut, the model and the
+baselines (persistence, last cycle, ridge autoregression fitted on the train split) forecast them,
+and `pipelines.evaluation.metrics.compute_evaluation` scores them with a patient-level bootstrap.
+Used by `pulsecast train` (before publishing) and `pulsecast evaluate` (on a published SavedModel).
+
+The ridge baseline is fitted on the model's own training data: `pulsecast train` stores its
+coefficients in the version's metadata (`ridge_to_metadata`, key `ridge_ar`), so scoring a version
+on records it never saw compares it with a baseline that never saw them either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.config import EvalConfig
+from pipelines.dataset.contract import Dataset
+from pipelines.evaluation.baselines import RidgeAR, fit_ridge_ar, make_baseline_forecasts
+from pipelines.evaluation.metrics import Evaluation, compute_evaluation
+from pipelines.evaluation.report import ForecastExamples, write_report
+from pipelines.windows.batcher import WindowBatcher
+from pipelines.windows.spec import WindowSpec
+
+log = logging.getLogger(__name__)
+
+# A forecaster maps x (batch, input_steps, channels) in physical units to a dict of outputs:
+# "forecast" (batch, horizon, targets) and optionally "quantiles" (batch, horizon, targets, Q).
+Forecaster = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class EvalWindows:
+    """The windows of one split, evenly subsampled to at most `max_windows`."""
+
+    x: np.ndarray  # (n, input_steps, channels), physical units
+    y: np.ndarray  # (n, horizon, targets)
+    patient_ids: np.ndarray  # (n,) str
+    n_excluded: int = 0  # windows of the split left out as still (spec.max_still_fraction)
+
+
+def target_positions(spec: WindowSpec) -> list[int]:
+    """Where each target channel sits among the inputs (baselines forecast from the inputs)."""
+    missing = [t for t in spec.targets if t not in spec.inputs]
+    if missing:
+        raise ValueError(
+            f"baselines need every target among the inputs; targets {missing} are not in "
+            f"inputs {list(spec.inputs)}"
+        )
+    return [spec.inputs.index(t) for t in spec.targets]
+
+
+def load_eval_windows(
+    dataset: Dataset, spec: WindowSpec, split: str, max_windows: int
+) -> EvalWindows:
+    """Cut every window of `split` and keep at most `max_windows`, evenly spaced (deterministic).
+
+    Windows the spec leaves out as still (`spec.max_still_fraction`: a flat line, a calibration
+    square wave) are left out for the model and every baseline alike, counted in `n_excluded`.
+    """
+    records = dataset.records(split)
+    if not records:
+        raise ValueError(f"split {split!r} of dataset {dataset.root} has no records")
+    batcher = WindowBatcher(dataset, spec, split=split, shuffle=False)
+    windows = batcher.index.windows  # (n, 2): (record position, start), in record order
+    n = len(windows)
+    pick = np.unique(np.linspace(0, n - 1, num=min(n, max_windows)).round().astype(np.int64))
+    chosen = windows[pick]
+    x, y = batcher.gather(chosen)[:2]
+    manifest = dataset.manifest
+    patient_of = dict(zip(manifest["record_id"], manifest["patient_id"], strict=True))
+    rec_ids = batcher.record_ids
+    patients = np.array([patient_of[rec_ids[int(r)]] for r in chosen[:, 0]])
+    if batcher.index.n_still:
+        log.info("%d %s windows left out as still (target still on > %g of its steps)",
+                 batcher.index.n_still, split, spec.max_still_fraction)
+    return EvalWindows(x=x, y=y, patient_ids=patients, n_excluded=batcher.index.n_still)
+
+
+def fit_baselines(dataset: Dataset, spec: WindowSpec, cfg: EvalConfig, split: str = "train"):
+    """Ridge AR fitted on (a sample of) the train windows; None when the split has no windows."""
+    try:
+        train = load_eval_windows(dataset, spec, split, cfg.max_windows)
+    except ValueError as err:
+        log.warning("ridge_ar baseline not fitted: %s", err)
+        return None
+    lags = min(cfg.ridge_lags, spec.input_steps)
+    return fit_ridge_ar(train.x, train.y, target_positions(spec), n_lags=lags)
+
+
+def ridge_to_metadata(ridge: RidgeAR | None) -> dict | None:
+    """JSON-ready form of a fitted ridge baseline (float32 precision is plenty for a baseline)."""
+    if ridge is None:
+        return None
+    return {
+        "target_idx": list(ridge.target_idx),
+        "n_lags": ridge.n_lags,
+        "horizon": ridge.horizon,
+        "coef": np.asarray(ridge.coef, dtype=np.float32).tolist(),  # (horizon * targets, features)
+        "intercept": np.asarray(ridge.intercept, dtype=np.float32).tolist(),
+    }
+
+
+def ridge_from_metadata(data: dict) -> RidgeAR:
+    """The `RidgeAR` that `ridge_to_metadata` wrote; raises ValueError naming a bad shape."""
+    coef = np.asarray(data["coef"], dtype=np.float64)
+    intercept = np.asarray(data["intercept"], dtype=np.float64)
+    target_idx = tuple(int(i) for i in data["target_idx"])
+    n_lags, horizon = int(data["n_lags"]), int(data["horizon"])
+    rows, features = horizon * len(target_idx), n_lags * len(target_idx)
+    if coef.shape != (rows, features) or intercept.shape != (rows,):
+        raise ValueError(f"ridge_ar metadata has coef {coef.shape} and intercept "
+                         f"{intercept.shape}, expected ({rows}, {features}) and ({rows},)")
+    return RidgeAR(target_idx=target_idx, n_lags=n_lags, horizon=horizon, coef=coef,
+                   intercept=intercept)
+
+
+def predict_batched(
+    forecaster: Forecaster, x: np.ndarray, batch_size: int = 512
+) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(x), batch_size):
+        for name, value in forecaster(x[i : i + batch_size]).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(v) for name, v in parts.items()}
+
+
+def evaluate_forecaster(
+    forecaster: Forecaster,
+    dataset: Dataset,
+    spec: WindowSpec,
+    cfg: EvalConfig,
+    *,
+    split: str = "test",
+    quantiles: tuple[float, ...] = (),
+    seed: int = 0,
+    ridge=None,
+) -> tuple[Evaluation, ForecastExamples]:
+    """Score `forecaster` and the baselines on the windows of `split` (held-out patients)."""
+    windows = load_eval_windows(dataset, spec, split, cfg.max_windows)
+    idx = target_positions(spec)
+    if ridge is None:
+        ridge = fit_baselines(dataset, spec, cfg)
+    outputs = predict_batched(forecaster, windows.x)
+    y_hat = outputs["forecast"]
+    if y_hat.shape != windows.y.shape:
+        raise ValueError(f"forecast has shape {y_hat.shape}, the windows need {windows.y.shape}")
+    # last_cycle needs two cycles inside the input window
+    max_period_s = min(cfg.max_period_s, spec.input_steps / dataset.fs / 2)
+    cycle_ok = max_period_s > cfg.min_period_s
+    if not cycle_ok:
+        log.warning("last_cycle baseline skipped: a %d-step window at %g Hz cannot hold two "
+                    "cycles of >= %g s", spec.input_steps, dataset.fs, cfg.min_period_s)
+    baselines = make_baseline_forecasts(
+        windows.x, spec.horizon, idx, fs=dataset.fs if cycle_ok else None,
+        min_period_s=cfg.min_period_s, max_period_s=max_period_s, ridge=ridge,
+    )
+    result = compute_evaluation(
+        windows.y, y_hat, baselines, windows.patient_ids,
+        quantiles=quantiles or None, q_hat=outputs.get("quantiles"), n_boot=cfg.n_boot, seed=seed,
+    )
+    result = dataclasses.replace(result, n_windows_excluded=windows.n_excluded,
+                                 max_still_fraction=spec.max_still_fraction)
+    k = min(8, len(windows.x))
+    examples = ForecastExamples(
+        x=windows.x[:k], y=windows.y[:k], y_hat=y_hat[:k], target_idx=idx,
+        baselines={name: b[:k] for name, b in baselines.items()},
+        target_names=spec.targets, fs=dataset.fs,
+    )
+    return result, examples
+
+
+def write_evaluation(result: Evaluation, examples: ForecastExamples, out_dir: Path) -> dict:
+    """evaluation.json, evaluation.md and the PNG plots in `out_dir`."""
+    return write_report(result, out_dir, examples)

@@ -1,0 +1,271 @@
+"""Forecast metrics, skill against baselines with a patient bootstrap, and the evaluation result.
+
+Arrays: `y` and `y_hat` are `(batch, horizon, targets)` in physical units; quantile forecasts are
+`(batch, horizon, targets, n_quantiles)`. Truth values that are NaN (masked gaps) are left out of
+every metric; a NaN forecast where the truth is known makes the metric NaN, so a broken forecaster
+never looks good.
+
+`compute_evaluation` assembles an `Evaluation`; `Evaluation.to_dict()` is the JSON that
+`pulsecast evaluate --json` prints. Pure numpy, no disk: rendering and writing the report is
+`pipelines.evaluation.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
+    if y.ndim != 3:
+        raise ValueError(f"y must be (batch, horizon, targets), got shape {y.shape}")
+    if y_hat.shape != y.shape:
+        raise ValueError(f"y_hat shape {y_hat.shape} does not match y shape {y.shape}")
+
+
+def _masked_mean(
+    values: np.ndarray, known: np.ndarray, axis: int | tuple[int, ...] | None
+) -> np.ndarray:
+    count = known.sum(axis=axis)
+    total = np.where(known, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count
+
+
+def mae(y: np.ndarray, y_hat: np.ndarray) -> float:
+    """Mean absolute error over every known truth value (physical units)."""
+    _check_pair(y, y_hat)
+    return float(_masked_mean(np.abs(y_hat - y), np.isfinite(y), None))
+
+
+def rmse(y: np.ndarray, y_hat: np.ndarray) -> float:
+    """Root mean squared error over every known truth value (physical units)."""
+    _check_pair(y, y_hat)
+    return float(np.sqrt(_masked_mean((y_hat - y) ** 2, np.isfinite(y), None)))
+
+
+def mae_per_step(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+    """MAE at each horizon step, over windows and targets: `(horizon,)`."""
+    _check_pair(y, y_hat)
+    return _masked_mean(np.abs(y_hat - y), np.isfinite(y), (0, 2))
+
+
+def pinball_loss(y: np.ndarray, q_hat: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """Mean pinball (quantile) loss per quantile: `(n_quantiles,)`.
+
+    `q_hat` is `(batch, horizon, targets, n_quantiles)`; for quantile q and error u = y - q_hat the
+    loss is max(q u, (q - 1) u).
+    """
+    qs = np.asarray(quantiles, dtype=np.float64)
+    if qs.ndim != 1 or np.any((qs <= 0) | (qs >= 1)):
+        raise ValueError(f"quantiles must be a list of numbers in (0, 1), got {quantiles!r}")
+    if q_hat.shape != (*y.shape, qs.size):
+        raise ValueError(f"q_hat must have shape {(*y.shape, qs.size)}, got {q_hat.shape}")
+    u = y[..., None] - q_hat
+    loss = np.maximum(qs * u, (qs - 1.0) * u)
+    known = np.broadcast_to(np.isfinite(y)[..., None], loss.shape)
+    return _masked_mean(loss, known, (0, 1, 2))
+
+
+def interval_coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Fraction of known truth values inside the closed interval [lo, hi] (same shapes as y)."""
+    _check_pair(y, lo)
+    _check_pair(y, hi)
+    known = np.isfinite(y)
+    inside = (y >= lo) & (y <= hi)
+    return float(_masked_mean(inside.astype(np.float64), known, None))
+
+
+def skill(mae_model: float, mae_baseline: float) -> float:
+    """Skill `1 - MAE_model / MAE_baseline`: 0 is no better than the baseline, 1 is perfect."""
+    if not mae_baseline > 0:
+        raise ValueError(f"skill needs a baseline MAE > 0, got {mae_baseline}")
+    return 1.0 - mae_model / mae_baseline
+
+
+def _abs_error_by_patient(
+    y: np.ndarray,
+    y_hat: np.ndarray,
+    codes: np.ndarray,
+    n_patients: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of absolute errors and count of known values per patient: two `(n_patients,)` arrays."""
+    known = np.isfinite(y)
+    err = np.where(known, np.abs(y_hat - y), 0.0).reshape(len(y), -1).sum(axis=1)
+    count = known.reshape(len(y), -1).sum(axis=1)
+    return (
+        np.bincount(codes, weights=err, minlength=n_patients),
+        np.bincount(codes, weights=count, minlength=n_patients),
+    )
+
+
+def bootstrap_skill_ci(
+    y: np.ndarray,
+    y_hat: np.ndarray,
+    y_baseline: np.ndarray,
+    patient_ids: Sequence[str] | np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the skill against one baseline, resampling PATIENTS.
+
+    Windows of one patient are correlated, so the unit of resampling is the patient: each replicate
+    draws patients with replacement and recomputes both pooled MAEs over all their windows.
+    Deterministic for a given `seed`. `patient_ids` has one entry per window.
+    """
+    _check_pair(y, y_hat)
+    _check_pair(y, y_baseline)
+    ids = np.asarray(patient_ids)
+    if ids.shape != (len(y),):
+        raise ValueError(f"patient_ids must have one entry per window ({len(y)}), got {ids.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    _, codes = np.unique(ids, return_inverse=True)
+    n_patients = int(codes.max()) + 1 if codes.size else 0
+    if n_patients == 0:
+        raise ValueError("bootstrap_skill_ci needs at least one window")
+    err_model, count = _abs_error_by_patient(y, y_hat, codes, n_patients)
+    err_base, _ = _abs_error_by_patient(y, y_baseline, codes, n_patients)
+
+    rng = np.random.default_rng(seed)
+    # How many times each patient is drawn in each replicate: (n_boot, n_patients).
+    weight = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mae_model = (weight @ err_model) / (weight @ count)
+        mae_base = (weight @ err_base) / (weight @ count)
+        skills = 1.0 - mae_model / mae_base
+    skills = skills[np.isfinite(skills)]
+    if skills.size == 0:
+        return (math.nan, math.nan)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(skills, [tail, 100.0 - tail])
+    return (float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Point errors of one forecaster over the evaluation windows (physical units)."""
+
+    mae: float
+    rmse: float
+    mae_per_step: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"mae": self.mae, "rmse": self.rmse, "mae_per_step": list(self.mae_per_step)}
+
+
+def summarize_errors(y: np.ndarray, y_hat: np.ndarray) -> ErrorSummary:
+    return ErrorSummary(
+        mae=mae(y, y_hat),
+        rmse=rmse(y, y_hat),
+        mae_per_step=tuple(float(v) for v in mae_per_step(y, y_hat)),
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model against its baselines on the same windows; `to_dict()` is the JSON contract."""
+
+    model: ErrorSummary
+    baselines: Mapping[str, ErrorSummary]
+    best_baseline: str
+    skill_mae_vs_best_baseline: float
+    skill_ci95: tuple[float, float]
+    n_windows: int
+    n_patients: int
+    n_bootstrap: int
+    seed: int
+    quantile_metrics: Mapping[str, object] = field(default_factory=dict)
+    n_windows_excluded: int = 0  # left out as still ([window] max_still_fraction)
+    max_still_fraction: float = 1.0
+
+    def to_dict(self) -> dict:
+        """Plain JSON types; NaN (a metric with no known value) becomes None (null)."""
+        model = self.model.to_dict()
+        model.update(self.quantile_metrics)
+        return _json_safe(
+            {
+                "model": model,
+                "baselines": {name: s.to_dict() for name, s in self.baselines.items()},
+                "best_baseline": self.best_baseline,
+                "skill_mae_vs_best_baseline": self.skill_mae_vs_best_baseline,
+                "skill_ci95": list(self.skill_ci95),
+                "n_windows": self.n_windows,
+                "n_patients": self.n_patients,
+                "n_bootstrap": self.n_bootstrap,
+                "seed": self.seed,
+                "n_windows_excluded": self.n_windows_excluded,
+                "max_still_fraction": self.max_still_fraction,
+            }
+        )
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def compute_evaluation(
+    y: np.ndarray,
+    y_hat: np.ndarray,
+    baselines: Mapping[str, np.ndarray],
+    patient_ids: Sequence[str] | np.ndarray,
+    *,
+    quantiles: Sequence[float] | None = None,
+    q_hat: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Evaluation:
+    """Score the model and every baseline on the same windows; skill against the best baseline.
+
+    The best baseline is the one with the lowest MAE over all windows; the 95% interval of the
+    skill comes from `bootstrap_skill_ci` against that baseline. With `quantiles` and `q_hat`
+    `(batch, horizon, targets, n_quantiles)`, the model entry also gets `pinball` (per quantile)
+    and `interval` (coverage of [lowest, highest] quantile against its nominal level).
+    """
+    if not baselines:
+        raise ValueError("compute_evaluation needs at least one baseline, got none")
+    model = summarize_errors(y, y_hat)
+    base = {name: summarize_errors(y, b) for name, b in baselines.items()}
+    finite = {name: s.mae for name, s in base.items() if np.isfinite(s.mae)}
+    if not finite:
+        raise ValueError(f"every baseline MAE is NaN: {sorted(base)}")
+    best = min(finite, key=finite.__getitem__)
+    ci = bootstrap_skill_ci(y, y_hat, baselines[best], patient_ids, n_boot=n_boot, seed=seed)
+    extra: dict[str, object] = {}
+    if quantiles is not None and q_hat is not None:
+        qs = [float(q) for q in quantiles]
+        losses = pinball_loss(y, q_hat, qs)
+        lo, hi = int(np.argmin(qs)), int(np.argmax(qs))
+        extra["pinball"] = {f"{q:g}": float(v) for q, v in zip(qs, losses, strict=True)}
+        extra["interval"] = {
+            "lo": qs[lo],
+            "hi": qs[hi],
+            "nominal": qs[hi] - qs[lo],
+            "coverage": interval_coverage(y, q_hat[..., lo], q_hat[..., hi]),
+        }
+    return Evaluation(
+        model=model,
+        baselines=base,
+        best_baseline=best,
+        skill_mae_vs_best_baseline=skill(model.mae, base[best].mae),
+        skill_ci95=ci,
+        n_windows=int(len(y)),
+        n_patients=int(len(np.unique(np.asarray(patient_ids)))),
+        n_bootstrap=int(n_boot),
+        seed=int(seed),
+        quantile_metrics=extra,
+    )

@@ -1,0 +1,18 @@
+"""Ingest: WFDB records under a folder -> a dataset folder in the dataset contract.
+
+Owns everything between raw files and `data/datasets/<name>/` (the contract itself, and what it
+holds, is `pipelines.dataset.contract`: `manifest.parquet`, `signals/<record_id>.npy` float32
+`(time, channels)` in physical units with NaN for gaps, `dataset.json`).
+
+- `records` + `headers`: the wfdb edge (find records, parse headers once); `samples`: read signal
+  data and raw bytes.
+- `channels`, `resample`, `assemble`: one record's channel plan, resampling to `fs` and the
+  pieces it splits into at long gaps; `quality`: quality flags and still-signal checks.
+- `config`: `IngestConfig`; `per_record`: `ingest_record`, one record -> manifest rows (picklable,
+  read-only, so a process pool or Ray runs it anywhere: `executors`).
+- `cohort`: `ingest`, every record of a folder -> a staged dataset renamed into place whole;
+  `incremental`: new records added to an existing dataset.
+
+Importing this package (or any module in it) imports neither TensorFlow nor Keras; wfdb loads
+only when samples are read.
+"""

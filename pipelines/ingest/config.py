@@ -1,0 +1,71 @@
+"""`IngestConfig`: what to ingest and how (paths, channels, `fs`, gaps, splits, executor)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.dataset.splits import validate_fractions
+from pipelines.ingest.executors import validate_executor
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What to ingest and how. Paths may be given as strings; they are stored as `Path`."""
+
+    raw_dir: Path
+    dataset_dir: Path
+    channels: tuple[str, ...]
+    fs: float
+    numerics: bool = False
+    patient_id: str | None = None
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    min_duration_s: float = 10.0
+    max_gap_s: float = 60.0
+    fill_gap_s: float = 0.0  # a channel's gaps up to this long are interpolated (0: none)
+    workers: int = 1
+    strict: bool = False
+    executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.ingest.executors`)
+    ray_address: str | None = None  # Ray cluster ("auto", "ray://host:port"); None: a local Ray
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise once, here
+        set_(self, "raw_dir", Path(self.raw_dir))
+        set_(self, "dataset_dir", Path(self.dataset_dir))
+        raw_channels = self.channels.split(",") if isinstance(self.channels, str) else self.channels
+        channels = tuple(str(c).strip() for c in raw_channels)
+        if not channels or any(not c or "," in c for c in channels):
+            raise ValueError(f"channels must be non-empty names without commas, got {channels}")
+        upper = [c.upper() for c in channels]
+        if len(set(upper)) != len(upper):
+            raise ValueError(f"channels must not repeat, got {channels}")
+        set_(self, "channels", channels)
+        if isinstance(self.fs, bool) or not isinstance(self.fs, int | float):
+            raise ValueError(f"fs must be a number > 0, got {self.fs!r}")
+        if not (math.isfinite(self.fs) and self.fs > 0):
+            raise ValueError(f"fs must be > 0, got {self.fs:g}")
+        set_(self, "fs", float(self.fs))
+        set_(self, "split_fractions", validate_fractions(tuple(self.split_fractions)))
+        for name in ("min_duration_s", "max_gap_s", "fill_gap_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0, got {value:g}")
+        if int(self.workers) != self.workers or self.workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {self.workers}")
+        validate_executor(self.executor, self.ray_address, self.workers)
+        if self.patient_id is not None and not str(self.patient_id).strip():
+            raise ValueError(
+                f"patient_id must be a non-empty string or None, got {self.patient_id!r}"
+            )
+
+    def to_json(self) -> dict:
+        """The config as JSON-ready values (paths as strings, tuples as lists)."""
+        return {
+            "raw_dir": str(self.raw_dir), "dataset_dir": str(self.dataset_dir),
+            "channels": list(self.channels), "fs": self.fs, "numerics": self.numerics,
+            "patient_id": self.patient_id, "split_fractions": list(self.split_fractions),
+            "min_duration_s": self.min_duration_s, "max_gap_s": self.max_gap_s,
+            "fill_gap_s": self.fill_gap_s, "workers": self.workers, "strict": self.strict,
+            "executor": self.executor, "ray_address": self.ray_address,
+        }

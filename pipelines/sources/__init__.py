@@ -1,0 +1,11 @@
+"""Sources: where raw WFDB records come from, written untouched into `data/raw/<source>/`.
+
+- `pull`: PhysioNet (or any mirror in its layout) over HTTP, the one networked module; each file
+  is streamed beside its target and renamed into place (`pipelines.atomic`).
+- `synth`: the synthetic cohort as real WFDB files (the offline default), staged and renamed
+  into place; `physiology` draws each patient's physiology and `waveforms` generates its signals
+  (pure numpy).
+
+On disk: WFDB records (`.hea`, `.dat`, multi-segment layouts, numerics `n` records) and a
+`RECORDS` list, exactly as PhysioNet lays them out.
+"""

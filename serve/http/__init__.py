@@ -1,0 +1,13 @@
+"""The REST front end: TF Serving's HTTP API (`/v1`), KServe V2 (`/v2`) and pulsecast's routes.
+
+    app.py         RestApp, the ASGI application: lifespan, responses, errors, metrics
+    routes.py      every route: the URL grammar and which handler answers
+    tf_serving.py  the /v1 handlers: predict, classify, regress, status, metadata, :forecast
+    kserve.py      the /v2 routes (Open Inference Protocol)
+    forecast.py    :forecast's body (a pydantic model), window and response
+    plumbing.py    shared by all routes: HttpError, Outcome, bearer auth, body limits, workers
+    openapi.py     /openapi.json and /docs
+
+Every error is `{"error": message}` with TF Serving's status mapping (`serve.errors`). Models
+come from the version manager (`serve.versions`); JSON is coded by `serve.wire.json_tensor`.
+"""

@@ -1,0 +1,84 @@
+"""`load_servable`: one version folder -> a `SavedModelServable`, ready to serve.
+
+The steps, in order: check `saved_model.pb` is there, read its signatures and load it (tag
+`serve`), read `assets.extra/pulsecast.json` when present (pulsecast exports only; an unreadable
+one is logged and ignored), choose the runtime (`RUNTIMES`: XLA adopted only when it reproduces
+the SavedModel, `serve.runtime.xla`), then replay the warmup records (`serve.runtime.warmup`).
+Every failure is a `LoadError` carrying TF Serving's code: NOT_FOUND for a missing SavedModel,
+DATA_LOSS for a corrupt one, INVALID_ARGUMENT for a failed warmup record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from serve.errors import Code, ServingError
+from serve.runtime import RUNTIMES, LoadError
+from serve.runtime.servable import SavedModelServable
+from serve.runtime.signatures import read_signatures
+from serve.runtime.warmup import predict_batches, read_warmup_records, replay_warmup
+
+log = logging.getLogger(__name__)
+
+METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
+
+
+def _read_metadata(path: Path) -> dict | None:
+    file = path / METADATA_RELPATH
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable %s: %s", file, err)
+        return None
+
+
+def load_servable(
+    name: str,
+    version: int,
+    path: str | Path,
+    *,
+    runtime: str = "auto",
+    enable_warmup: bool = True,
+) -> SavedModelServable:
+    """Load the SavedModel in `path` as version `version` of model `name`.
+
+    `runtime`: "savedmodel" (plain), "xla" (compiled `serving_default` for any model whose
+    serving_default is fixed-shape numeric, verified, falling back to the SavedModel), or
+    "auto" (= "xla" for pulsecast exports, "savedmodel" otherwise). Warmup records are replayed
+    after the runtime is chosen. Raises `LoadError` (a `ServingError`) with the failure's code.
+    """
+    import tensorflow as tf
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    path = Path(path)
+    t0 = time.perf_counter()
+    if not (path / "saved_model.pb").is_file():
+        raise LoadError(
+            Code.NOT_FOUND,
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
+        )
+    try:
+        signatures = read_signatures(path)
+        loaded = tf.saved_model.load(str(path), tags=["serve"])
+    except ServingError as err:
+        raise LoadError(err.code, err.message) from err
+    except tf.errors.OpError as err:
+        raise LoadError(Code(err.error_code), err.message) from err
+    except Exception as err:  # a corrupt proto raises DecodeError: that is data loss
+        code = Code.DATA_LOSS if type(err).__name__ == "DecodeError" else Code.UNKNOWN
+        raise LoadError(code, f"Failed to load SavedModel at {path}: "
+                        f"{type(err).__name__}: {err}") from err
+    servable = SavedModelServable(name, version, path, loaded, signatures, _read_metadata(path))
+    records = read_warmup_records(path) if enable_warmup else []
+    if runtime == "xla" or (runtime == "auto" and servable.metadata is not None):
+        servable.try_xla(predict_batches(records))
+    if records:
+        servable.warmup_records = replay_warmup(servable, records)
+    servable.load_seconds = time.perf_counter() - t0
+    return servable

@@ -1,0 +1,127 @@
+"""SignatureDefs as `SignatureInfo`s, and request checks against them with TF Serving's texts.
+
+Reads the `serve` meta graph of `saved_model.pb` directly (method names, tensor names, dtypes,
+shapes: what TF Serving's metadata lists), validates predict inputs and output filters
+(`predict_util.cc`) and casts inputs to the signature's dtypes (`serve.wire.dtypes`).
+TensorFlow is imported inside functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve.errors import Code, ServingError, invalid
+from serve.types import SignatureInfo, TensorInfo
+from serve.wire.dtypes import dtype_word, from_numpy, numpy_dtype
+
+# Request casting covers the real, integer, bool and string dtypes; complex and bfloat16 inputs
+# reach TensorFlow as sent.
+_NOT_CAST = frozenset({"DT_COMPLEX64", "DT_COMPLEX128", "DT_BFLOAT16"})
+
+
+def read_signatures(path: str | Path) -> dict[str, SignatureInfo]:
+    """Every SignatureDef of the `serve` meta graph in `<path>/saved_model.pb`, as TF Serving's
+    metadata lists them (including `__saved_model_init_op`)."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    metas = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
+    if not metas:
+        raise ServingError(
+            Code.NOT_FOUND,
+            f"Could not find meta graph def matching supplied tags: {{ serve }}. in {path}",
+        )
+
+    def tensor(info: Any) -> TensorInfo:
+        shape = info.tensor_shape
+        dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+        return TensorInfo(name=info.name, dtype=types_pb2.DataType.Name(info.dtype), shape=dims)
+
+    return {
+        key: SignatureInfo(
+            name=key,
+            method_name=sig.method_name,
+            inputs={k: tensor(v) for k, v in sorted(sig.inputs.items())},
+            outputs={k: tensor(v) for k, v in sorted(sig.outputs.items())},
+        )
+        for key, sig in sorted(metas[0].signature_def.items())
+    }
+
+
+def shape_text(shape: Sequence[int] | None) -> str:
+    return "<unknown>" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _type_word(dtype: np.dtype) -> str:
+    """A numpy dtype named as TensorFlow names types (`float64` -> `double`)."""
+    row = from_numpy(dtype)
+    return row.word if row is not None and row.word else dtype.name
+
+
+def cast_input(alias: str, value: Any, info: TensorInfo) -> np.ndarray:
+    """`value` as the signature's dtype: same-kind numeric casts (float64 -> float32, int ->
+    float) are done; float -> int, strings <-> numbers and shape mismatches are refused."""
+    want = None if info.dtype in _NOT_CAST else numpy_dtype(info.dtype)
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    word = dtype_word(info.dtype)
+    if want is not None and want.kind == "O":
+        if arr.dtype.kind not in "OSU":
+            raise invalid(
+                f"Expects arg[{alias}] to be string but {_type_word(arr.dtype)} is provided"
+            )
+        arr = arr.astype(np.object_)
+    elif want is not None:
+        kind = arr.dtype.kind
+        if kind in "OSUV" or (kind == "f" and want.kind in "iub") or (
+            kind == "c" and want.kind != "c"
+        ):
+            raise invalid(
+                f"Expects arg[{alias}] to be {word} but {_type_word(arr.dtype)} is provided"
+            )
+        if arr.dtype != want:
+            arr = arr.astype(want)
+    if info.shape is not None:
+        ok = arr.ndim == len(info.shape) and all(
+            w < 0 or w == g for w, g in zip(info.shape, arr.shape, strict=False)
+        )
+        if not ok:
+            raise invalid(
+                f"input tensor {alias} has shape {shape_text(arr.shape)} but the signature "
+                f"expects {shape_text(info.shape)}"
+            )
+    return arr
+
+
+def check_aliases(sent: Sequence[str], sig: SignatureInfo) -> None:
+    """predict_util.cc's checks, verbatim: input count, then each alias."""
+    want = sorted(sig.inputs)
+    got = sorted(sent)
+    if len(got) != len(want):
+        extra = sorted(set(got) - set(want))
+        missing = sorted(set(want) - set(got))
+        raise invalid(
+            f"input size does not match signature: {len(got)}!={len(want)} "
+            f"len({{{','.join(got)}}}) != len({{{','.join(want)}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
+    for alias in got:
+        if alias not in sig.inputs:
+            raise invalid(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(want)}}}."
+            )
+
+
+def check_output_filter(output_filter: Sequence[str], sig: SignatureInfo) -> None:
+    for alias in output_filter:
+        if alias not in sig.outputs:
+            raise invalid(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(sorted(sig.outputs))}}}."
+            )

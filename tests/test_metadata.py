@@ -1,0 +1,171 @@
+"""`pulsecast.json` through `VersionMetadata`: round trips, named errors, older and newer files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.metadata import (
+    REQUIRED_KEYS,
+    MetadataError,
+    VersionMetadata,
+    read_metadata,
+    read_metadata_json,
+    write_metadata,
+    write_metadata_json,
+)
+
+
+def _published() -> dict:
+    """What the training pipeline's publish step and the export write today."""
+    return {
+        "model_name": "ecg",
+        "created_at": "2026-01-02T03:04:05+00:00",
+        "channels": ["II", "ABP"],
+        "targets": ["II"],
+        "units": ["mV", "mmHg"],
+        "target_units": ["mV"],
+        "fs": 125.0,
+        "input_steps": 1000,
+        "horizon": 125,
+        "quantiles": [0.1, 0.5, 0.9],
+        "dataset": "data/datasets/ecg",
+        "dataset_sha256": "0123456789abcdef",
+        "metrics": {"model": {"mae": 0.12}, "skill_mae_vs_best_baseline": 0.25},
+        "parent_version": None,
+        "params": [{"name": "lstm_1", "expected": 4480, "keras": 4480}],
+        "config": {"name": "ecg", "window": {"input_steps": 1000}},
+        "ridge_ar": None,
+        "exported_at": "2026-01-02T03:04:09+00:00",
+        "keras_version": "3.8.0",
+        "tensorflow_version": "2.18.0",
+        "serving_signature": {"inputs": {"signal": [None, 1000, 2]},
+                              "outputs": {"forecast": [None, 125, 1]}},
+        "warmup_records": 2,
+    }
+
+
+def test_a_published_document_round_trips_unchanged() -> None:
+    doc = _published()
+    meta = VersionMetadata.from_dict(doc)
+    assert meta.channels == ("II", "ABP") and meta.fs == 125.0 and meta.input_steps == 1000
+    assert meta.quantiles == (0.1, 0.5, 0.9) and meta.parent_version is None
+    assert meta.to_dict() == doc
+
+
+def test_a_retrain_and_a_rollback_keep_their_lineage_keys() -> None:
+    retrained = {**_published(), "parent_version": 1,
+                 "retrain": {"champion_version": 1, "new_patients": ["p5"]}}
+    assert VersionMetadata.from_dict(retrained).to_dict() == retrained
+    rolled = VersionMetadata.from_dict(retrained).replace(
+        parent_version=1, rolled_back_from=1, rolled_back_at="2026-02-01T00:00:00+00:00",
+        retrain=None)
+    doc = rolled.to_dict()
+    assert doc["rolled_back_from"] == 1 and "retrain" not in doc  # unset lineage: no key at all
+
+
+def test_a_missing_required_key_is_named() -> None:
+    for key in REQUIRED_KEYS:
+        doc = {k: v for k, v in _published().items() if k != key}
+        with pytest.raises(MetadataError, match=f"missing required key '{key}'"):
+            VersionMetadata.from_dict(doc)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("input_steps", "1000", "'input_steps' must be an integer >= 1, got '1000'"),
+        ("horizon", 0, "'horizon' must be an integer >= 1, got 0"),
+        ("input_steps", True, "'input_steps' must be an integer >= 1, got True"),
+        ("fs", "125", "'fs' must be a number of samples per second > 0, got '125'"),
+        ("fs", -1, "'fs' must be a number of samples per second > 0, got -1"),
+        ("channels", "II", "'channels' must be a non-empty list of strings, got 'II'"),
+        ("channels", [], "'channels' must be a non-empty list of strings, got []"),
+        ("targets", [1], "'targets' must be a non-empty list of strings, got [1]"),
+        ("units", ["mV"], "'units' must be empty or one unit per channel (2), got ['mV']"),
+        ("quantiles", [0.9, 0.1], "'quantiles' must be a list of increasing levels in (0, 1)"),
+        ("parent_version", "1", "'parent_version' must be an integer >= 0 or null, got '1'"),
+        ("metrics", [1, 2], "'metrics' must be an object or null, got [1, 2]"),
+        ("created_at", 20260102, "'created_at' must be a string or null, got 20260102"),
+        ("params", {"a": 1}, "'params' must be a list of objects or null"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_with_its_key(key, value, message) -> None:
+    with pytest.raises(MetadataError) as info:
+        VersionMetadata.from_dict({**_published(), key: value})
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_an_older_file_is_still_read_and_loses_nothing() -> None:
+    # the first publish step wrote no ridge_ar, and no export stamps existed
+    old = {k: v for k, v in _published().items()
+           if k not in ("ridge_ar", "exported_at", "keras_version", "tensorflow_version",
+                        "serving_signature", "warmup_records")}
+    meta = VersionMetadata.from_dict(old)
+    assert meta.ridge_ar is None and meta.exported_at is None
+    doc = meta.to_dict()
+    assert {k: doc[k] for k in old} == old
+    assert set(doc) - set(old) == {"ridge_ar"}  # always written, as null
+
+
+def test_unknown_keys_from_other_writers_are_kept() -> None:
+    newer = {**_published(), "calibration": {"coverage": 0.8}, "schema": 2}
+    meta = VersionMetadata.from_dict(newer)
+    assert meta.extra == {"calibration": {"coverage": 0.8}, "schema": 2}
+    assert meta.to_dict() == newer
+
+
+def test_the_minimal_contract_is_enough_and_fills_defaults() -> None:
+    meta = VersionMetadata(channels=("II",), fs=50, input_steps=16, horizon=4, targets=("II",))
+    assert meta.fs == 50.0 and isinstance(meta.fs, float)
+    assert meta.quantiles == () and meta.units == () and meta.units_of_targets() == ("",)
+    doc = meta.to_dict()
+    assert doc["parent_version"] is None and "exported_at" not in doc
+
+
+def test_target_units_fall_back_to_the_units_of_the_target_channels() -> None:
+    meta = VersionMetadata.from_dict({**_published(), "target_units": [], "targets": ["ABP"]})
+    assert meta.units_of_targets() == ("mmHg",)
+
+
+def test_extra_may_not_shadow_a_known_key() -> None:
+    with pytest.raises(MetadataError, match="known key 'fs'"):
+        VersionMetadata(channels=("II",), fs=50, input_steps=16, horizon=4, targets=("II",),
+                        extra={"fs": 1})
+
+
+def test_written_and_read_back_through_the_version_folder(tmp_path: Path) -> None:
+    meta = VersionMetadata.from_dict(_published())
+    path = write_metadata(tmp_path, meta)
+    assert path == tmp_path / "assets.extra" / "pulsecast.json"
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("}\n") and text.index('"channels"') < text.index('"fs"')  # sorted
+    assert read_metadata(tmp_path) == meta
+    assert read_metadata_json(tmp_path) == _published()
+
+
+def test_a_folder_without_pulsecast_json_has_no_metadata(tmp_path: Path) -> None:
+    assert read_metadata(tmp_path) is None
+    with pytest.raises(FileNotFoundError):
+        read_metadata_json(tmp_path)
+
+
+def test_a_broken_file_is_named(tmp_path: Path) -> None:
+    write_metadata_json(tmp_path, {"channels": ["II"]})
+    with pytest.raises(MetadataError, match=r"pulsecast.json: .*missing required key 'fs'"):
+        read_metadata(tmp_path)
+    (tmp_path / "assets.extra" / "pulsecast.json").write_text("[1, 2]")
+    with pytest.raises(MetadataError, match="pulsecast.json must hold a JSON object, got list"):
+        read_metadata_json(tmp_path)
+    (tmp_path / "assets.extra" / "pulsecast.json").write_text("{")
+    with pytest.raises(MetadataError, match="is not valid JSON"):
+        read_metadata(tmp_path)
+
+
+def test_nan_is_refused_on_write(tmp_path: Path) -> None:
+    meta = VersionMetadata.from_dict({**_published(), "metrics": {"mae": float("nan")}})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_metadata(tmp_path, meta)
+    assert not (tmp_path / "assets.extra").exists()  # nothing half-written
