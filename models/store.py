@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.layout import METADATA_RELPATH as METADATA_RELPATH  # re-exported for callers
 from models.layout import scan_versions, version_dir_name
 from models.metadata import MetadataError, read_metadata_json
 

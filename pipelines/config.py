@@ -7,7 +7,8 @@
 - `[model]`: read by `models.spec.model_spec_from_config` (architecture and its hyper-parameters);
 - `[train]`: loss, optimizer, schedule, clipping, batch size, epochs, patience, seed, precision,
   truncated BPTT;
-- `[evaluate]`: the baselines' settings (cycle range for last-cycle, ridge lags) and bootstrap.
+- `[evaluate]`: the baselines' settings (cycle range for last-cycle and cycle-median, ridge lags,
+  the cycle-median copies) and bootstrap.
 
 Each table is a frozen pydantic dataclass (so `dataclasses.asdict`/`replace` work; a replaced copy
 is validated again). Types are strict: only a TOML int is converted (to float, for a float key); a
@@ -32,6 +33,7 @@ from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, TypeAdap
 from pydantic import model_validator as _model_validator
 from pydantic.dataclasses import dataclass
 
+from models.validation import read_problems
 from pipelines.windows.spec import WindowSpec
 
 Loss = Literal["mse", "mae", "huber", "quantile"]
@@ -157,6 +159,15 @@ class EvalConfig:
     ridge_lags: Count = 64
     max_windows: Count = 20000  # evaluation windows, evenly subsampled when there are more
     n_boot: Count = 1000
+    # cycle_median baseline (the cycle head of models.cycle, nothing learned), periods as above:
+    # copies of the past at the lags near 1..cycle_candidates periods back where the last
+    # cycle_match_s correlate best, each moved to meet the last sample (fading over
+    # cycle_level_decay_s; 0 = not moved), the period found over the last cycle_search_s.
+    # The defaults are the ecg head's (8 beats, 3.2 s, 0.48 s, 0.24 s).
+    cycle_candidates: Count = 8
+    cycle_search_s: Positive = 3.2
+    cycle_match_s: Positive = 0.48
+    cycle_level_decay_s: Annotated[float, Field(strict=True, ge=0)] = 0.24
 
     @_model_validator(mode="after")
     def _period_range(self) -> EvalConfig:
@@ -217,7 +228,6 @@ _SAYS = {
     "literal_error": "must be one of {expected}", "too_short": "must not be empty",
     "string_too_short": "must not be empty",
 }
-_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
 
 
 def _describe(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
@@ -225,20 +235,15 @@ def _describe(err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     unknown keys gathered per table. `prefix`: where the validated value sits (`("window",)`)."""
     lines: list[str] = []
     unknown: dict[tuple[Any, ...], list[str]] = {}
-    for e in err.errors(include_url=False):
-        loc = (*prefix, *e["loc"])
-        if e["type"] in _UNKNOWN:
-            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
-        elif e["type"] == "missing":
-            lines.append(f"{_where(loc)} is required")
-        elif e["type"] == "value_error" and len(loc) <= 1:  # a table's rule names key and value
-            lines.append(f"{_where(loc)} {e['ctx']['error']}".lstrip())
-        elif e["type"] == "value_error":  # a key's own rule (_fraction, _jit_compile)
-            lines.append(f"{_where(loc)} {e['ctx']['error']}, got {e['input']!r}")
-        else:
-            ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in e.get("ctx", {}).items()}
-            says = _SAYS.get(e["type"], e["msg"]).format(**ctx)
-            lines.append(f"{_where(loc)} {says}, got {e['input']!r}")
+    for p in read_problems(err, prefix, _SAYS):
+        if p.kind == "unknown":
+            unknown.setdefault(p.loc[:-1], []).append(str(p.loc[-1]))
+        elif p.kind == "missing":
+            lines.append(f"{_where(p.loc)} is required")
+        elif p.kind == "rule" and len(p.loc) <= 1:  # a table's rule names key and value
+            lines.append(f"{_where(p.loc)} {p.says}".lstrip())
+        else:  # a key's own rule (_fraction, _jit_compile) or a wrong type or range
+            lines.append(f"{_where(p.loc)} {p.says}, got {p.value!r}")
     for where, keys in unknown.items():
         if where:
             known = sorted(f.name for f in dataclasses.fields(_TABLES[where[0]]))

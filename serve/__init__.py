@@ -13,6 +13,6 @@
     types.py         the values crossing these modules (configs, policies, signatures, states)
     metrics.py       Prometheus metrics
 
-Reads model base paths (TF Serving's layout of numbered SavedModel folders, `models.store`) and
+Reads model base paths (TF Serving's layout of numbered SavedModel folders, `models.layout`) and
 writes nothing to disk. `serve` imports `models`, never `pipelines`.
 """

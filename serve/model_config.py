@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from models.layout import parse_version_name
 from serve.types import BatchingParams, ModelConfig, VersionPolicy
 
 
@@ -189,8 +190,6 @@ def configs_from_store(model_store_dir: str | Path,
                        ) -> list[ModelConfig]:
     """One latest-1 ModelConfig per sub-folder of a model store that holds numbered versions
     (hidden folders skipped), sorted by name. `labels` optionally gives {model: {label: v}}."""
-    from serve.versions.disk import parse_version_name
-
     root = Path(model_store_dir)
     if not root.is_dir():
         raise ModelConfigError(f"model store {root} is not a folder")

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from models.validation import read_problems
 from serve.runtime import RUNTIMES
 
 MIB = 1024 * 1024
@@ -118,12 +119,12 @@ def read_api_token(path: Path | None) -> str | None:
 def _error_text(err: ValidationError) -> str:
     """One line per bad key: `port: Input should be a valid integer, got 'x'`."""
     lines = []
-    for e in err.errors(include_url=False):
-        key = ".".join(str(part) for part in e["loc"])
-        if e["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {key!r} (value {e['input']!r})")
-        elif e["type"] == "value_error":  # our own checks: the text names the values
-            lines.append(str(e["ctx"]["error"]))
+    for problem in read_problems(err):
+        key = ".".join(str(part) for part in problem.loc)
+        if problem.kind == "unknown":
+            lines.append(f"unknown setting {key!r} (value {problem.value!r})")
+        elif problem.kind == "rule":  # our own checks: the text names the values
+            lines.append(problem.says)
         else:
-            lines.append(f"{key}: {e['msg']}, got {e['input']!r}")
+            lines.append(f"{key}: {problem.says}, got {problem.value!r}")
     return "invalid server settings: " + "; ".join(lines)

@@ -18,8 +18,6 @@ import numpy as np
 
 from serve.errors import Code
 
-# The signature a request gets when it names none (TF Serving's kDefaultServingSignatureDefKey).
-DEFAULT_SIGNATURE = "serving_default"
 # SignatureDef method names (tensorflow/cc/saved_model/signature_constants.h)
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from fuzzing import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2
@@ -30,8 +31,8 @@ from serve.types import ModelConfig
 from serve.versions.manager import ModelManager
 from serve.wire.tensor_proto import decode_tensor, encode_tensor
 
-GRPC_EXAMPLES = 500
-DECODE_EXAMPLES = 1000
+GRPC_EXAMPLES = fuzz_examples(500)
+DECODE_EXAMPLES = fuzz_examples(1000)
 DEADLINE_S = 10.0
 CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                 grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -191,7 +192,7 @@ def test_a_tensor_of_rank_over_64_is_invalid_argument_not_internal(stub, rank):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=fuzz_examples(200))
 @given(values=st.lists(st.floats(width=32, allow_nan=False), min_size=1, max_size=24),
        content=st.booleans())
 def test_encode_then_decode_is_the_identity_for_float_tensors(values, content):

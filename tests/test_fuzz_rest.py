@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from fuzzing import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,8 +38,8 @@ from serve.wire.json_tensor import (
 
 httpx = pytest.importorskip("httpx")
 
-REST_EXAMPLES = 1000
-CODEC_EXAMPLES = 600
+REST_EXAMPLES = fuzz_examples(1000)
+CODEC_EXAMPLES = fuzz_examples(600)
 REQUEST_TIMEOUT_S = 10.0
 
 FUZZ_SETTINGS = settings(

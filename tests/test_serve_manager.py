@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.layout import parse_version_name, scan_versions
 from serve.errors import Code, ServingError
 from serve.types import BatchingParams, ModelConfig, VersionPolicy, VersionState
-from serve.versions.disk import parse_version_name, scan_versions
 from serve.versions.manager import ModelManager
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from serve_models import half_plus_two_dir, write_warmup
 
+from models.layout import WARMUP_RELPATH
 from serve.errors import Code, ServingError
 from serve.runtime import LoadError
 from serve.runtime.load import load_servable
-from serve.runtime.warmup import WARMUP_RELPATH
 from serve.wire.examples import make_example
 
 pytest.importorskip("tensorflow")

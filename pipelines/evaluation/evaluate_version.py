@@ -11,10 +11,13 @@ fitted on the train split of the dataset being scored, as before.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from models.metadata import VersionMetadata, read_metadata
 from pipelines.config import EvalConfig, parse_recipe
 from pipelines.dataset.contract import load_dataset
 from pipelines.evaluation.baselines import RidgeAR
@@ -50,7 +53,7 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def version_ridge(meta: dict, spec: WindowSpec, cfg: EvalConfig,
+def version_ridge(meta: VersionMetadata | Mapping[str, Any], spec: WindowSpec, cfg: EvalConfig,
                   dataset_dir: Path) -> RidgeAR | None:
     """The ridge_ar baseline fitted on the version's training data; None = fit on `dataset_dir`.
 
@@ -59,6 +62,8 @@ def version_ridge(meta: dict, spec: WindowSpec, cfg: EvalConfig,
     dataset's train split) when the scored dataset is the training one, or, with a warning, when
     the training dataset is gone: then ridge_ar may have seen the scored records.
     """
+    if isinstance(meta, VersionMetadata):  # else a plain, possibly partial, document
+        meta = meta.to_dict()
     stored = meta.get("ridge_ar")
     if stored:
         ridge = ridge_from_metadata(stored)
@@ -96,22 +101,24 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     if version not in versions:
         raise ValueError(f"model {model_name!r} has no version {version} (has {versions})")
     vdir = store.version_path(base, version)
-    meta = store.read_metadata(vdir)
-    recipe = parse_recipe(meta["config"])
+    meta = read_metadata(vdir)
+    if meta is None:
+        raise FileNotFoundError(f"{vdir} has no pulsecast.json: cannot tell its window")
+    recipe = parse_recipe(meta.config)
     if max_still_fraction is None:  # else an override of the version's own rule
         max_still_fraction = recipe.window.max_still_fraction
     dataset = load_dataset(dataset_dir)
-    spec = WindowSpec(input_steps=meta["input_steps"], horizon=meta["horizon"],
-                      stride=recipe.window.stride, inputs=tuple(meta["channels"]),
-                      targets=tuple(meta["targets"]), gap_policy=recipe.window.gap_policy,
+    spec = WindowSpec(input_steps=meta.input_steps, horizon=meta.horizon,
+                      stride=recipe.window.stride, inputs=meta.channels,
+                      targets=meta.targets, gap_policy=recipe.window.gap_policy,
                       max_still_fraction=max_still_fraction)
-    if abs(dataset.fs - float(meta["fs"])) > 1e-9:
+    if abs(dataset.fs - meta.fs) > 1e-9:
         raise ValueError(f"dataset {dataset_dir} is at {dataset.fs} Hz, model {model_name} "
-                         f"v{version} needs {meta['fs']} Hz")
+                         f"v{version} needs {meta.fs} Hz")
     ridge = version_ridge(meta, spec, recipe.evaluate, dataset_dir)
     result, examples = evaluate_forecaster(
         load_serving_forecaster(vdir), dataset, spec, recipe.evaluate, split=split,
-        quantiles=tuple(meta.get("quantiles", ())), seed=recipe.train.seed, ridge=ridge)
+        quantiles=meta.quantiles, seed=recipe.train.seed, ridge=ridge)
     out_dir = out_dir or Path("runs") / model_name / f"evaluate-v{version}-{split}"
     write_evaluation(result, examples, out_dir)
     out = result.to_dict()

@@ -6,8 +6,10 @@ holds, is `pipelines.dataset.contract`: `manifest.parquet`, `signals/<record_id>
 
 - `records` + `headers`: the wfdb edge (find records, parse headers once); `samples`: read signal
   data and raw bytes.
-- `channels`, `resample`, `assemble`: one record's channel plan, resampling to `fs` and the
-  pieces it splits into at long gaps; `quality`: quality flags and still-signal checks.
+- `channels`, `assemble`: one record's channel plan, resampling to `fs` and the pieces it splits
+  into at long gaps (the rate ratio, resampling and gap filling themselves are
+  `models.conditioning`, shared with the server's `:forecast`); `quality`: quality flags and
+  still-signal checks.
 - `config`: `IngestConfig`; `per_record`: `ingest_record`, one record -> manifest rows (picklable,
   read-only, so a process pool or Ray runs it anywhere: `executors`).
 - `cohort`: `ingest`, every record of a folder -> a staged dataset renamed into place whole;

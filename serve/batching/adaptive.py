@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY
 from serve.batching.batched import BatchedServable, prepare_request
 from serve.batching.futures import AnyFuture, claim, settle
 from serve.types import Servable
@@ -44,7 +45,7 @@ class AdaptiveBatcher(BatchedServable):
     """
 
     def __init__(self, servable: Servable, max_batch_size: int = 64,
-                 signature_names: tuple[str, ...] = ("serving_default",)) -> None:
+                 signature_names: tuple[str, ...] = (SIGNATURE_KEY,)) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.inner = servable

@@ -29,8 +29,9 @@ from typing import Any
 
 import grpc
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
-from serve.types import DEFAULT_SIGNATURE, ModelConfig, SignatureInfo, TensorInfo
+from serve.types import ModelConfig, SignatureInfo, TensorInfo
 from serve.wire.dtypes import dtype_enum
 from serve.wire.examples import examples_of
 from serve.wire.tensor_proto import DEFAULT_MAX_TENSOR_BYTES, decode_tensor, encode_tensor
@@ -59,7 +60,7 @@ def _fill_model_spec(out: Any, name: str, version: int, signature_name: str | No
     out.name = name
     out.version.value = version
     if signature_name is not None:
-        out.signature_name = signature_name or DEFAULT_SIGNATURE
+        out.signature_name = signature_name or SIGNATURE_KEY
 
 
 def _tensor_info_proto(info: TensorInfo, out: Any) -> None:
@@ -163,7 +164,7 @@ class PredictionServicer:
             spec = request.model_spec
             version, label = _version_of(spec)
             with self.manager.acquire(spec.name, version, label) as servable:
-                signature_name = spec.signature_name or DEFAULT_SIGNATURE
+                signature_name = spec.signature_name or SIGNATURE_KEY
                 if signature_name not in servable.signatures:
                     raise ServingError(
                         Code.FAILED_PRECONDITION,

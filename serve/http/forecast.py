@@ -7,16 +7,15 @@ Pure numpy/scipy/pydantic, no I/O. A request body is `ForecastBody` (also its Op
 
 in physical units, `null`/NaN for missing samples; other keys are ignored. The model's contract
 comes from its `pulsecast.json` (`channels`, `fs`, `input_steps`, `horizon`, `targets`,
-`units`/`target_units`, `quantiles`). `make_window` keeps the signal's tail, fills gaps up to
-`max_gap_s` linearly (held at the edges), refuses longer ones naming the channel and gap,
-resamples to the model's `fs` with `scipy.signal.resample_poly` and returns the last
+`units`/`target_units`, `quantiles`; `models.metadata`). `make_window` conditions each channel
+as ingest did (`models.conditioning.condition_tail`: the tail resampled to the model's `fs` with
+ingest's rate ratio and filter, then gaps up to `max_gap_s` filled linearly at that rate, held at
+the edges; a longer gap is refused naming the channel and gap) and returns the last
 `input_steps` samples, `(input_steps, channels)`. `make_forecast_response` turns the model's
 `forecast` `(1, horizon, targets)` (and `quantiles` `(1, horizon, targets, levels)`) into
 per-target lists with timestamps.
 
 Every bad input raises `ServingError` INVALID_ARGUMENT (HTTP 400) whose text names the value.
-(About 320 lines while `fill_gaps` and `resample` live here: they move to the signal
-conditioning that ingest shares, in `models/`, as issue 15 asks.)
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fractions import Fraction
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,6 +40,9 @@ from pydantic import (
 )
 from pydantic.types import FailFast
 
+from models import conditioning
+from models.conditioning import GapTooLongError, condition_tail, resample_channel
+from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
 from serve.errors import Code, ServingError, invalid
 
 DEFAULT_MAX_GAP_S = 0.5
@@ -51,7 +52,6 @@ MAX_UPSAMPLING = 100
 MAX_SAMPLES_PER_CHANNEL = 10_000_000
 # Extra input kept before the window so the resampling filter's start-up transient falls outside.
 _FILTER_MARGIN_S = 1.0
-_REQUIRED_METADATA = ("channels", "fs", "input_steps", "horizon", "targets")
 
 
 def _no_infinity(values: list[float | None]) -> list[float | None]:
@@ -168,22 +168,34 @@ def _first_error_text(err: ValidationError) -> str:
     return f"channel {channel!r} must be a non-empty list of numbers"
 
 
-def check_metadata(model_name: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The model's pulsecast.json, or FAILED_PRECONDITION (400) when it has none."""
-    if not metadata or any(k not in metadata for k in _REQUIRED_METADATA):
+def check_metadata(model_name: str, metadata: Mapping[str, Any] | None) -> VersionMetadata:
+    """The model's pulsecast.json, typed; FAILED_PRECONDITION (400) when it has none, or one that
+    breaks the contract (`models.metadata`: the text names the key and the value)."""
+    if not metadata or any(k not in metadata for k in REQUIRED_KEYS):
         raise ServingError(
             Code.FAILED_PRECONDITION,
             f"model {model_name} has no pulsecast.json metadata (channels, fs, input_steps, "
             "horizon, targets): use :predict with the model's own input tensor",
         )
-    return metadata
+    try:
+        return VersionMetadata.from_dict(metadata)
+    except MetadataError as err:
+        raise ServingError(Code.FAILED_PRECONDITION,
+                           f"model {model_name} has unusable metadata: {err}") from None
 
 
-def make_window(request: ForecastRequest, metadata: Mapping[str, Any]) -> np.ndarray:
-    """The model's input window `(input_steps, channels)` float32 from the request's signal."""
-    channels = list(metadata["channels"])
-    model_fs = float(metadata["fs"])
-    input_steps = int(metadata["input_steps"])
+def _typed(metadata: VersionMetadata | Mapping[str, Any]) -> VersionMetadata:
+    if isinstance(metadata, VersionMetadata):
+        return metadata
+    return VersionMetadata.from_dict(metadata)
+
+
+def make_window(request: ForecastRequest,
+                metadata: VersionMetadata | Mapping[str, Any]) -> np.ndarray:
+    """The model's input window `(input_steps, channels)` float32 from the request's signal,
+    each channel conditioned as ingest conditioned the model's training data."""
+    meta = _typed(metadata)
+    channels, model_fs, input_steps = list(meta.channels), meta.fs, meta.input_steps
     columns = _pick_channels(request.signal, channels)
     if request.fs * MAX_UPSAMPLING < model_fs:
         raise invalid(
@@ -198,17 +210,15 @@ def make_window(request: ForecastRequest, metadata: Mapping[str, Any]) -> np.nda
             f"samples at {model_fs:g} Hz) of every channel, got {have_s:.3f} s "
             f"({request.n_samples} samples at {request.fs:g} Hz)"
         )
-    # Only the tail reaches the window: gaps further back cannot spoil the forecast.
-    keep = min(request.n_samples, math.ceil((need_s + _FILTER_MARGIN_S) * request.fs))
     window = np.empty((input_steps, len(channels)), dtype=np.float32)
     for j, (name, samples) in enumerate(zip(channels, columns, strict=True)):
-        tail = fill_gaps(samples[-keep:], request.fs, request.max_gap_s, name)
-        resampled = resample(tail, request.fs, model_fs)
-        if len(resampled) < input_steps:  # rounding of the rate ratio: hold the first sample
-            resampled = np.concatenate(
-                [np.full(input_steps - len(resampled), resampled[0]), resampled]
-            )
-        window[:, j] = resampled[-input_steps:]
+        # Only the tail (plus a margin for the filter and for a gap's neighbour) is conditioned:
+        # gaps further back cannot spoil the forecast.
+        try:
+            window[:, j] = condition_tail(samples, request.fs, model_fs, input_steps,
+                                          request.max_gap_s, name, margin_s=_FILTER_MARGIN_S)
+        except (GapTooLongError, ValueError) as e:
+            raise invalid(str(e)) from None
     return window
 
 
@@ -232,49 +242,31 @@ def _pick_channels(signal: Mapping[str, np.ndarray], channels: list[str]) -> lis
 
 
 def fill_gaps(samples: np.ndarray, fs: float, max_gap_s: float, channel: str) -> np.ndarray:
-    """Linear fill of NaN runs up to `max_gap_s` (edges held); a longer run is a 400."""
-    missing = np.isnan(samples)
-    if not missing.any():
-        return samples
-    # runs of NaN: starts where missing turns on, ends where it turns off
-    edges = np.diff(np.concatenate([[0], missing.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    lengths = ends - starts
-    worst = int(np.argmax(lengths))
-    gap_s = lengths[worst] / fs
-    if gap_s > max_gap_s or missing.all():
-        at_s = starts[worst] / fs
-        raise invalid(
-            f"channel {channel!r} has a gap of {gap_s:.3f} s ({lengths[worst]} samples) starting "
-            f"{at_s:.3f} s into the part of the signal used; gaps up to max_gap_s="
-            f"{max_gap_s:g} s are filled"
-        )
-    idx = np.arange(len(samples))
-    filled = samples.copy()
-    filled[missing] = np.interp(idx[missing], idx[~missing], samples[~missing])
-    return filled
+    """`models.conditioning.fill_gaps` (linear fill up to `max_gap_s`, edges held); a longer
+    gap is a 400 naming the channel and the gap."""
+    try:
+        return conditioning.fill_gaps(samples, fs, max_gap_s, channel)
+    except GapTooLongError as e:
+        raise invalid(str(e)) from None
 
 
 def resample(samples: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling from `fs_in` to `fs_out` Hz; equal rates return the input."""
-    if abs(fs_in - fs_out) <= 1e-9 * fs_out:
-        return samples
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    if ratio <= 0:
-        raise invalid(f"cannot resample from {fs_in:g} Hz to {fs_out:g} Hz")
-    # padtype="line": the tail (what the forecast leans on most) is not pulled towards zero
-    return resample_poly(samples, ratio.numerator, ratio.denominator, padtype="line")
+    """`models.conditioning.resample_channel` from `fs_in` to `fs_out` Hz, as ingest resamples;
+    a rate ratio it cannot represent is a 400."""
+    try:
+        return resample_channel(samples, fs_in, fs_out)
+    except ValueError as e:
+        raise invalid(str(e)) from None
 
 
 def make_forecast_response(
-    model_name: str, version: int, metadata: Mapping[str, Any],
+    model_name: str, version: int, metadata: VersionMetadata | Mapping[str, Any],
     outputs: Mapping[str, np.ndarray], request: ForecastRequest,
 ) -> dict[str, Any]:
     """The JSON document of a forecast: per-target lists, timestamps, optional quantiles."""
-    targets = list(metadata["targets"])
-    model_fs = float(metadata["fs"])
+    meta = _typed(metadata)
+    targets = list(meta.targets)
+    model_fs = meta.fs
     forecast = outputs.get("forecast")
     if forecast is None:
         if len(outputs) != 1:
@@ -286,12 +278,12 @@ def make_forecast_response(
         "model_name": model_name,
         "version": version,
         "fs": model_fs,
-        "units": _target_units(metadata, targets),
+        "units": list(meta.units_of_targets()),
         "targets": targets,
         "forecast": {t: forecast[:, k].tolist() for k, t in enumerate(targets)},
         "timestamps": _timestamps(request, model_fs, horizon),
     }
-    levels = list(metadata.get("quantiles") or [])
+    levels = list(meta.quantiles)
     if "quantiles" in outputs and levels:
         q = np.asarray(outputs["quantiles"], dtype=np.float64).reshape(
             horizon, len(targets), len(levels)
@@ -301,13 +293,6 @@ def make_forecast_response(
             for i, level in enumerate(levels)
         }
     return doc
-
-
-def _target_units(metadata: Mapping[str, Any], targets: list[str]) -> list[str]:
-    if metadata.get("target_units"):
-        return list(metadata["target_units"])
-    units = dict(zip(metadata.get("channels", []), metadata.get("units", []), strict=False))
-    return [units.get(t, "") for t in targets]
 
 
 def _timestamps(request: ForecastRequest, model_fs: float, horizon: int) -> list[Any]:

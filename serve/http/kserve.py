@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
 from serve.http.plumbing import (
     HttpError,
@@ -29,7 +30,6 @@ from serve.http.plumbing import (
     model_ref,
     read_body,
 )
-from serve.types import DEFAULT_SIGNATURE
 from serve.wire import json_tensor as jt
 from serve.wire.dtypes import BY_NAME, BY_V2, from_numpy
 
@@ -93,7 +93,7 @@ class KServeRoutes:
 
     def _model_metadata(self, name: str, version: int | None) -> Outcome:
         with self._acquire(name, version) as servable:
-            sig = servable.signatures.get(DEFAULT_SIGNATURE)
+            sig = servable.signatures.get(SIGNATURE_KEY)
             doc = {
                 "name": name,
                 "versions": [str(v) for v in self.manager.available_versions(name)],
@@ -106,12 +106,12 @@ class KServeRoutes:
     def _infer(self, name: str, version: int | None, body: bytes) -> Outcome:
         doc = jt.parse_json(body)
         with self._acquire(name, version) as servable:
-            sig = servable.signatures.get(DEFAULT_SIGNATURE)
+            sig = servable.signatures.get(SIGNATURE_KEY)
             if sig is None:
-                raise invalid(f"model {name} has no {DEFAULT_SIGNATURE} signature")
+                raise invalid(f"model {name} has no {SIGNATURE_KEY} signature")
             inputs = _decode_inputs(doc, sig.inputs)
             wanted = _requested_outputs(doc, sig.outputs)
-            outputs = servable.predict(DEFAULT_SIGNATURE, inputs, tuple(wanted))
+            outputs = servable.predict(SIGNATURE_KEY, inputs, tuple(wanted))
             served = servable.version
         result: dict[str, Any] = {
             "model_name": name,

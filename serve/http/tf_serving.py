@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
 from serve.http import forecast as forecast_mod
 from serve.http.plumbing import Outcome, Workers, model_ref
-from serve.types import DEFAULT_SIGNATURE
 from serve.wire import json_tensor as jt
 
 # :predict bodies up to this size are decoded on the event loop (tens of microseconds), and
@@ -102,11 +102,11 @@ class TfServingHandlers:
         with self.manager.acquire(name, version, label) as servable:
             metadata = forecast_mod.check_metadata(name, servable.metadata)
             window = forecast_mod.make_window(request, metadata)
-            signature = signature_of(servable, DEFAULT_SIGNATURE)
+            signature = signature_of(servable, SIGNATURE_KEY)
             if len(signature.inputs) != 1:
                 raise invalid(f"model {name} must take one input tensor for :forecast")
             alias = next(iter(signature.inputs))
-            outputs = servable.predict(DEFAULT_SIGNATURE, {alias: window[None]})
+            outputs = servable.predict(SIGNATURE_KEY, {alias: window[None]})
             served_version = servable.version
         doc = forecast_mod.make_forecast_response(name, served_version, metadata, outputs,
                                                   request)

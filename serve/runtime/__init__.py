@@ -6,7 +6,7 @@
     xla.py         the compiled (XLA) runtime for `serving_default`, verified against the model
     warmup.py      assets.extra/tf_serving_warmup_requests: read and replayed before serving
 
-What a servable reads from a version folder (TF Serving's layout, see `models.store`):
+What a servable reads from a version folder (TF Serving's layout, `models.layout`):
 `saved_model.pb` + `variables/` (tag `serve`), `assets.extra/tf_serving_warmup_requests` and, in
 pulsecast exports only, `assets.extra/pulsecast.json`. Nothing is written. TensorFlow is imported
 inside functions: importing any module here is cheap.

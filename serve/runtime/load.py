@@ -10,11 +10,12 @@ DATA_LOSS for a corrupt one, INVALID_ARGUMENT for a failed warmup record.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
+from models.layout import SAVED_MODEL_FILES, SERVE_TAG
+from models.metadata import MetadataError, read_metadata_json
 from serve.errors import Code, ServingError
 from serve.runtime import RUNTIMES, LoadError
 from serve.runtime.servable import SavedModelServable
@@ -23,17 +24,16 @@ from serve.runtime.warmup import predict_batches, read_warmup_records, replay_wa
 
 log = logging.getLogger(__name__)
 
-METADATA_RELPATH = Path("assets.extra") / "pulsecast.json"
-
 
 def _read_metadata(path: Path) -> dict | None:
-    file = path / METADATA_RELPATH
-    if not file.is_file():
-        return None
+    """The version's `pulsecast.json` as read (untyped: `:forecast` types it when it needs it),
+    or None when it has none or it cannot be read (logged)."""
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        log.warning("ignoring unreadable %s: %s", file, err)
+        return read_metadata_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, MetadataError) as err:
+        log.warning("ignoring unreadable pulsecast.json of %s: %s", path, err)
         return None
 
 
@@ -58,14 +58,14 @@ def load_servable(
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     path = Path(path)
     t0 = time.perf_counter()
-    if not (path / "saved_model.pb").is_file():
+    if not (path / SAVED_MODEL_FILES[0]).is_file():  # saved_model.pb: what read_signatures parses
         raise LoadError(
             Code.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
         )
     try:
         signatures = read_signatures(path)
-        loaded = tf.saved_model.load(str(path), tags=["serve"])
+        loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
     except ServingError as err:
         raise LoadError(err.code, err.message) from err
     except tf.errors.OpError as err:

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
 from serve.runtime.signatures import cast_input, check_aliases, check_output_filter, shape_text
 from serve.runtime.xla import XLA_BUCKETS, XlaPredict, batch_size, verified_xla
 from serve.types import (
     CLASSIFY_METHOD,
-    DEFAULT_SIGNATURE,
     REGRESS_METHOD,
     SignatureInfo,
 )
@@ -68,7 +68,7 @@ class SavedModelServable:
     # -- lookup ---------------------------------------------------------------------------
 
     def _signature(self, signature_name: str) -> tuple[SignatureInfo, Any]:
-        key = signature_name or DEFAULT_SIGNATURE
+        key = signature_name or SIGNATURE_KEY
         sig = self.signatures.get(key)
         fn = self._functions.get(key)
         if sig is None or fn is None:
@@ -77,7 +77,7 @@ class SavedModelServable:
 
     def _method_signature(self, signature_name: str, method: str, what: str
                           ) -> tuple[SignatureInfo, Any]:
-        key = signature_name or DEFAULT_SIGNATURE
+        key = signature_name or SIGNATURE_KEY
         sig = self.signatures.get(key)
         fn = self._functions.get(key)
         if sig is None or fn is None:
@@ -106,7 +106,7 @@ class SavedModelServable:
         sig, arrays = self.prepare_inputs(signature_name, inputs, output_filter)
         xla = self._xla
         n = batch_size(arrays)
-        if xla is not None and sig.name == DEFAULT_SIGNATURE and n is not None and xla.covers(n):
+        if xla is not None and sig.name == SIGNATURE_KEY and n is not None and xla.covers(n):
             try:
                 out = xla(arrays)
             except Exception as err:  # a TF failure is a request error

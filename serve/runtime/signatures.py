@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SAVED_MODEL_FILES, SERVE_TAG
 from serve.errors import Code, ServingError, invalid
 from serve.types import SignatureInfo, TensorInfo
 from serve.wire.dtypes import dtype_word, from_numpy, numpy_dtype
@@ -30,8 +31,8 @@ def read_signatures(path: str | Path) -> dict[str, SignatureInfo]:
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
-    metas = [m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags]
+    proto.ParseFromString((Path(path) / SAVED_MODEL_FILES[0]).read_bytes())
+    metas = [m for m in proto.meta_graphs if SERVE_TAG in m.meta_info_def.tags]
     if not metas:
         raise ServingError(
             Code.NOT_FOUND,

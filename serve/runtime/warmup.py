@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY, WARMUP_RELPATH
 from serve.errors import Code, ServingError, invalid
 from serve.runtime import LoadError
-from serve.types import CLASSIFY_METHOD, DEFAULT_SIGNATURE
+from serve.types import CLASSIFY_METHOD
 from serve.wire.examples import examples_of
 from serve.wire.tensor_proto import decode_tensor
 
 log = logging.getLogger(__name__)
 
-WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # kMaxNumRecords in saved_model_warmup_util.cc
 
 
@@ -98,7 +98,7 @@ def predict_batches(records: Sequence[Any]) -> list[dict[str, np.ndarray]]:
     for r in records:
         if r.WhichOneof("log_type") == "predict_log":
             req = r.predict_log.request
-            if (req.model_spec.signature_name or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE:
+            if (req.model_spec.signature_name or SIGNATURE_KEY) == SIGNATURE_KEY:
                 try:
                     batches.append(_predict_inputs(req))
                 except ServingError:  # reported by `replay_warmup`, naming the record

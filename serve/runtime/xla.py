@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import invalid
-from serve.types import DEFAULT_SIGNATURE, SignatureInfo
+from serve.types import SignatureInfo
 from serve.wire.dtypes import numpy_dtype
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,8 @@ def verified_xla(servable: Any, check_batches: Sequence[Mapping[str, np.ndarray]
     (a fixed random batch when there is none) and every bucket compiles; None, with a log line
     saying why, otherwise. `servable` is a `SavedModelServable` (`prepare_inputs`,
     `run_savedmodel`, `function`)."""
-    sig = servable.signatures.get(DEFAULT_SIGNATURE)
-    fn = servable.function(DEFAULT_SIGNATURE)
+    sig = servable.signatures.get(SIGNATURE_KEY)
+    fn = servable.function(SIGNATURE_KEY)
     if sig is None or fn is None or not XlaPredict.supports(sig):
         log.info("%s v%d: no XLA runtime (serving_default not a fixed-shape numeric signature)",
                  servable.name, servable.version)
@@ -140,12 +141,12 @@ def verified_xla(servable: Any, check_batches: Sequence[Mapping[str, np.ndarray]
         for batch in [*check_batches, fallback]:
             if checked and batch is fallback:
                 break
-            _, arrays = servable.prepare_inputs(DEFAULT_SIGNATURE, batch)
+            _, arrays = servable.prepare_inputs(SIGNATURE_KEY, batch)
             if batch_size(arrays) in (None, 0):
                 continue
             arrays = {k: v[: xla.buckets[-1]] for k, v in arrays.items()}
             checked += 1
-            why = _outputs_match(xla(arrays), servable.run_savedmodel(DEFAULT_SIGNATURE, arrays))
+            why = _outputs_match(xla(arrays), servable.run_savedmodel(SIGNATURE_KEY, arrays))
             if why is not None:
                 log.warning("%s v%d: XLA runtime rejected, %s; serving the SavedModel",
                             servable.name, servable.version, why)

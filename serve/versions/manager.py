@@ -3,7 +3,7 @@
 It follows TensorFlow Serving's lifecycle (`specs/tf-serving.md` §3):
 
 - Each model's base path is polled (every `poll_wait_s`, 1 s by default) for version folders
-  (`serve.versions.disk`); the version policy picks the aspired versions.
+  (`models.layout.scan_versions`); the version policy picks the aspired versions.
 - Availability-preserving transitions: a new version is loaded (LOADING -> AVAILABLE, after
   warmup) before an unaspired one is unloaded (UNLOADING -> END), and which AVAILABLE versions
   may go is `serve.versions.unload_rule.versions_to_unload`.
@@ -25,9 +25,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.layout import scan_versions
 from serve.errors import Code, ServingError
 from serve.types import BatchingParams, ModelConfig, Servable, VersionState
-from serve.versions.disk import folder_token, scan_versions
+from serve.versions.disk import folder_token
 from serve.versions.table import ModelEntry, VersionEntry, VersionTable
 from serve.versions.unload_rule import versions_to_unload
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from models.layout import SIGNATURE_KEY
 from serve.errors import ServingError, invalid
-from serve.types import DEFAULT_SIGNATURE, TensorInfo
+from serve.types import TensorInfo
 from serve.wire.json_tensor.text import json_type, value_to_string
 from serve.wire.json_tensor.values import (
     fast_array,
@@ -79,7 +80,7 @@ def decode_predict_request(
     `fast=False` skips the one-`np.asarray` path: pass it when the body holds `true`/`false`,
     which numpy would silently turn into numbers (TF Serving rejects a bool in a float tensor).
     """
-    signature = signature_name_of(doc) or DEFAULT_SIGNATURE
+    signature = signature_name_of(doc) or SIGNATURE_KEY
     infos = get_inputs(signature)
     if not infos:
         raise invalid(f"Failed to get input map for signature: {signature}")
@@ -214,7 +215,7 @@ def _decode_inputs(
 
 def decode_examples_request(doc: Mapping[str, Any], method: str = "classify") -> ExamplesRequest:
     """FillClassifyRegressRequestFromJson(): examples as {feature: [values]}, b64 decoded."""
-    signature = signature_name_of(doc) or DEFAULT_SIGNATURE
+    signature = signature_name_of(doc) or SIGNATURE_KEY
     context = None
     if "context" in doc:
         context = _example(doc["context"])
