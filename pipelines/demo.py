@@ -111,7 +111,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         test_record = _a_test_record(dataset, records)
         log.info("5/6 query :forecast with a window of %s", test_record)
         code = cli(["predict", "--url", f"http://127.0.0.1:{rest}", "--model-name", recipe.name,
-                    "--record", str(test_record), "--at", "60", "--out", str(plot)])
+                    "--record", str(test_record), "--at", "60", "--out", str(plot),
+                    "--summary"])
         if code != 0:
             raise RuntimeError(f"pulsecast predict failed with exit code {code}")
     finally:

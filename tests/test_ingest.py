@@ -443,3 +443,139 @@ def test_the_cli_names_a_bad_value_and_exits_one(
     assert "split fractions must sum to 1, got (0.5, 0.2, 0.2)" in caplog.text
     assert main([*base[:2], str(tmp_path / "nope"), *base[3:], "--fs", "125"]) == 1
     assert f"raw folder does not exist: {tmp_path / 'nope'}" in caplog.text
+
+
+# --- bad input: a requested channel absent, flat or clipped for the whole record is skipped ---
+
+
+def _write_digital(folder: Path, name: str, digital: np.ndarray, channels: list[str],
+                   units: list[str], gains: list[float]) -> Path:
+    """A fmt-16 record from ADC values; -32768 is WFDB's "no sample" (a channel may be all of it,
+    which `wfdb.wrsamp` from physical values cannot write)."""
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=FS, units=units, sig_name=channels, d_signal=digital.astype(np.int16),
+                fmt=["16"] * len(channels), adc_gain=gains, baseline=[0] * len(channels),
+                write_dir=str(folder))
+    return folder / name
+
+
+@pytest.fixture
+def bad_input(tmp_path: Path, two_channel: Callable[..., Path]) -> dict[str, Path]:
+    """One good record and one each with ABP absent, flat, clipped or disconnected (noise)."""
+    n = int(60 * FS)
+    ecg = np.round(_wave(60.0) * 200)  # II at 200 adu/mV
+    abp = np.round(_wave(60.0, offset=90.0) * 10 * 50)  # ABP at 50 adu/mmHg
+    pinned = abp.copy()
+    pinned[int(0.04 * n):] = 32000  # the ADC's top after 2.4 s: 640 mmHg
+    noise = np.round(-14.8 * 50 + np.random.default_rng(0).normal(0, 5, n))  # 0.1 mmHg
+    folder = tmp_path / "raw"
+    records = {"good": two_channel("good", seconds=60.0)}
+    for name, pressure in (("absent", np.full(n, -32768)), ("flat", np.full(n, 80 * 50)),
+                           ("clipped", pinned), ("open", noise)):
+        records[name] = _write_digital(folder, name, np.stack([ecg, pressure], axis=1),
+                                       ["II", "ABP"], ["mV", "mmHg"], [200.0, 50.0])
+    return records
+
+
+def test_records_whose_channel_is_absent_flat_or_clipped_throughout_are_skipped_by_reason(
+    tmp_path: Path, bad_input: dict[str, Path]
+) -> None:
+    report = ingest(_config(tmp_path))
+    assert report.written and [r.record_id for r in report.ingested] == ["good"]
+    reasons = {Path(path).name: reason for path, reason in report.skipped}
+    assert reasons == {
+        "absent": "ABP is absent for the whole record (no valid sample)",
+        "flat": "ABP is flat for the whole record (std 0 mmHg, at most 0.5)",
+        "clipped": "ABP is clipped at its maximum (640 mmHg) for 96% of the record",
+        "open": "ABP is flat for the whole record (std 0.1 mmHg, at most 0.5)",
+    }
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert {Path(s["record"]).name for s in meta["skipped"]} == set(reasons)
+    assert meta["min_channel_std"] == {"mmHg": 0.5, "mV": 0.02}
+    assert meta["max_stuck_fraction"] == 0.9 and meta["skip_unusable_channels"] is True
+    assert sorted(p.stem for p in (tmp_path / "ds" / "signals").iterdir()) == ["good"]
+
+
+def test_a_record_with_only_its_requested_channel_absent_names_it(
+    tmp_path: Path, bad_input: dict[str, Path]
+) -> None:
+    result = ingest_record(bad_input["absent"], _config(tmp_path, channels=("ABP",)))
+    assert result.rows == () and result.skipped == (
+        (str(bad_input["absent"]), "ABP is absent for the whole record (no valid sample)"),)
+    assert ingest_record(bad_input["flat"], _config(tmp_path, channels=("II",))).rows
+
+
+def test_the_bad_input_rule_is_configurable_and_can_be_turned_off(
+    tmp_path: Path, bad_input: dict[str, Path]
+) -> None:
+    lenient = _config(tmp_path, min_channel_std={"mmHg": 0.01}, max_stuck_fraction=0.99)
+    assert ingest_record(bad_input["open"], lenient).rows
+    assert ingest_record(bad_input["clipped"], lenient).rows
+    everything = ingest(_config(tmp_path, skip_unusable_channels=False))
+    assert len(everything.ingested) == 5 and everything.skipped == ()
+    flags = {r.record_id: r.quality for r in everything.ingested}  # flags describe, keep
+    assert flags["absent"] == "empty:ABP" and flags["flat"] == "flat:ABP"
+    assert "clipped:ABP" in flags["clipped"]
+
+
+def test_the_cli_reports_skipped_bad_records_and_writes_the_good_ones(
+    tmp_path: Path, bad_input: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["ingest", "--raw", str(tmp_path / "raw"), "--dataset", str(tmp_path / "ds"),
+            "--channels", "ABP", "--fs", "125"]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "skipped 4" in out and "ingested 1 rows from 5 records" in out
+    assert main([*args, "--strict"]) == 1  # never half a dataset: all or (strict) nothing
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_stuck_fraction": 0.0}, "max_stuck_fraction must be in (0, 1], got 0"),
+        ({"max_stuck_fraction": 1.5}, "max_stuck_fraction must be in (0, 1], got 1.5"),
+        ({"min_channel_std": {"mmHg": -1}}, "min_channel_std must map units to numbers >= 0, "
+                                            "got ('mmHg', -1)"),
+        ({"min_channel_std": [("mmHg",)]}, "min_channel_std must map units to numbers, "
+                                           "got ('mmHg',)"),
+    ],
+)
+def test_a_bad_bad_input_threshold_is_named(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        _config(tmp_path, **kwargs)
+    assert str(err.value) == message
+
+
+# --- splits of small synthetic cohorts (`pulsecast synth`) ---
+
+
+@pytest.fixture(scope="module")
+def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = tmp_path_factory.mktemp("synth") / "raw"
+    assert main(["synth", "--out", str(raw), "--patients", "12", "--minutes", "1",
+                 "--seed", "0"]) == 0
+    return raw
+
+
+@pytest.mark.parametrize("n_patients", [3, 8, 12])
+def test_small_synthetic_cohorts_get_a_patient_in_every_split(
+    tmp_path: Path, synthetic_cohort: Path, n_patients: int
+) -> None:
+    import shutil
+
+    from pipelines.dataset.splits import split_counts
+
+    raw = tmp_path / "raw"
+    for folder in sorted(p for p in synthetic_cohort.iterdir() if p.is_dir())[:n_patients]:
+        shutil.copytree(folder, raw / folder.name)
+    report = ingest(_config(tmp_path))
+    assert report.written and not [r for _, r in report.skipped if "numerics" not in r]
+    manifest = load_dataset(tmp_path / "ds").manifest
+    split_of = dict(zip(manifest.patient_id, manifest.split, strict=True))
+    counts = split_counts(split_of)
+    assert len(split_of) == n_patients and min(counts.values()) >= 1, counts
+    assert (manifest.groupby("patient_id")["split"].nunique() == 1).all()
+    again = load_dataset(ingest(_config(tmp_path)).dataset_dir).manifest
+    assert again[["record_id", "split"]].equals(manifest[["record_id", "split"]])

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from pipelines.ingest.quality import (
+    RecordRules,
     _float_at_or_above,
     _float_at_or_below,
     _still_steps,
+    channel_problem,
     compute_quality,
     nan_fraction,
+    record_problems,
     window_still_fraction,
 )
 
@@ -172,3 +175,101 @@ def test_window_still_fraction_names_a_bad_shape() -> None:
         window_still_fraction(np.zeros((5, 3)))
     with pytest.raises(ValueError, match="got 1"):
         window_still_fraction(np.zeros((5, 1, 2)))
+
+
+# --- bad input for a whole record: absent, flat, stuck or clipped channels (ingest skips) ---
+
+RNG = np.random.default_rng(7)
+MINUTES = np.arange(int(300 * FS)) / FS  # a five-minute record, as in Challenge 2015
+
+
+def _abp(t: np.ndarray = MINUTES) -> np.ndarray:
+    return 90 + 20 * np.sin(2 * np.pi * 1.2 * t) + 5 * np.sin(2 * np.pi * 2.4 * t)
+
+
+def _ecg(t: np.ndarray = MINUTES) -> np.ndarray:
+    return 0.1 * np.sin(2 * np.pi * 1.2 * t) + 0.8 * np.sin(2 * np.pi * 1.2 * t) ** 31
+
+
+def test_physiological_channels_are_usable() -> None:
+    assert channel_problem(_abp(), "ABP", "mmHg") is None
+    assert channel_problem(_ecg(), "II", "mV") is None
+    low = 0.5 + 0.03 * np.sin(2 * np.pi * 1.2 * MINUTES) + 0.001 * RNG.standard_normal(len(MINUTES))
+    assert channel_problem(low, "PLETH", "NU") is None  # no floor for its unit: only constant
+
+
+def test_a_channel_with_no_value_is_absent_for_the_whole_record() -> None:
+    assert channel_problem(np.full(1000, np.nan), "ABP", "mmHg") == (
+        "ABP is absent for the whole record (no valid sample)")
+
+
+def test_a_constant_channel_is_flat_whatever_its_unit() -> None:
+    assert channel_problem(np.zeros(1000), "ABP", "mmHg") == (
+        "ABP is flat for the whole record (std 0 mmHg, at most 0.5)")
+    assert channel_problem(np.full(1000, 4224.0), "RESP", "NU") == (
+        "RESP is flat for the whole record (std 0 NU)")
+    # float noise of a constant after resampling is still flat
+    assert "is flat" in channel_problem(np.full(1000, 184.2) + 1e-13 * RNG.random(1000), "ABP",
+                                        "mmHg")
+
+
+def test_a_disconnected_transducer_reading_noise_is_flat_by_its_units_floor() -> None:
+    # Challenge 2015 f346s: an arterial line open to air, std 0.024 mmHg over 0.5 mmHg of noise
+    noise = -14.8 + 0.1 * RNG.standard_normal(len(MINUTES))
+    reason = channel_problem(noise, "ABP", "mmHg")
+    assert reason is not None and reason.startswith("ABP is flat for the whole record (std 0.1")
+    assert reason.endswith(" mmHg, at most 0.5)")
+    assert channel_problem(0.005 * RNG.standard_normal(5000), "II", "mV").startswith("II is flat")
+    # the floor is per unit, case-insensitively, and configurable
+    assert channel_problem(noise, "ABP", "MMHG") is not None
+    assert channel_problem(noise, "ABP", "mmHg", RecordRules(min_std=(("mmHg", 0.05),))) is None
+
+
+def test_a_lead_off_for_most_of_the_record_holds_one_value() -> None:
+    # Challenge 2015 f530s: lead II at 0 mV for 96% of the record, a few seconds of ECG
+    ecg = _ecg()
+    ecg[: int(0.96 * len(ecg))] = 0.0
+    assert channel_problem(ecg, "II", "mV") == "II holds one value (0 mV) for 96% of the record"
+
+
+def test_a_channel_pinned_at_an_adc_limit_is_clipped_there() -> None:
+    abp = _abp()
+    abp[int(0.05 * len(abp)):] = abp.max() + 50  # saturated high after 15 s
+    assert channel_problem(abp, "ABP", "mmHg") == (
+        f"ABP is clipped at its maximum ({abp.max():.3g} mmHg) for 95% of the record")
+    abp = _abp()
+    abp[: int(0.92 * len(abp))] = -50.0
+    assert channel_problem(abp, "ABP", "mmHg") == (
+        "ABP is clipped at its minimum (-50 mmHg) for 92% of the record")
+
+
+def test_a_signal_saturating_at_both_rails_is_clipped_at_its_limits() -> None:
+    square = np.where(np.sin(2 * np.pi * 0.5 * MINUTES) > 0, 5.0, -5.0)
+    square[: int(0.05 * len(square))] = _ecg()[: int(0.05 * len(square))]
+    assert channel_problem(square, "II", "mV") == (
+        "II is clipped at its limits (-5 and 5 mV) for 94.9% of the record")
+
+
+def test_a_channel_stuck_or_clipped_for_part_of_the_record_is_kept() -> None:
+    # Challenge 2015 b286s: ABP pinned at 184 mmHg for 45% of the record, real pulses elsewhere;
+    # windows of the still part are left out later (`window_still_fraction`), not the record
+    abp = _abp()
+    abp[: int(0.45 * len(abp))] = 184.3
+    assert channel_problem(abp, "ABP", "mmHg") is None
+    assert channel_problem(abp, "ABP", "mmHg", RecordRules(max_stuck_fraction=0.4)) is not None
+
+
+def test_gaps_do_not_count_against_a_channel() -> None:
+    abp = _abp()
+    abp[: len(abp) // 2] = np.nan
+    assert channel_problem(abp, "ABP", "mmHg") is None
+
+
+def test_every_unusable_channel_of_a_record_is_named() -> None:
+    signal = np.stack([_ecg(), np.zeros(len(MINUTES)), np.full(len(MINUTES), np.nan)], axis=1)
+    assert record_problems(signal, ("II", "ABP", "PLETH"), ("mV", "mmHg", "NU")) == (
+        "ABP is flat for the whole record (std 0 mmHg, at most 0.5)",
+        "PLETH is absent for the whole record (no valid sample)",
+    )
+    with pytest.raises(ValueError, match=r"does not match 2 channels"):
+        record_problems(signal, ("II", "ABP"), ("mV", "mmHg"))

@@ -100,18 +100,60 @@ def test_too_few_windows_for_one_batch_names_both_numbers(tmp_path, cohort):
         train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
 
 
-def test_a_dataset_without_test_patients_is_refused(tmp_path, cohort):
+def _first_patients(cohort: Path, n: int, raw: Path) -> Path:
+    raw.mkdir()
+    for p in sorted(p for p in cohort.iterdir() if p.is_dir())[:n]:
+        shutil.copytree(p, raw / p.name)
+    return raw
+
+
+def test_a_two_patient_cohort_is_refused_before_any_run_folder_or_fit(tmp_path, cohort, caplog):
     from pipelines.config import load_recipe
 
-    # 8 patients: the stable hash puts them all in train
-    raw8 = tmp_path / "raw8"
-    raw8.mkdir()
-    for p in sorted(cohort.iterdir())[:8]:
-        if p.is_dir():
-            shutil.copytree(p, raw8 / p.name)
-    path = write_recipe(tmp_path, raw8)
-    with pytest.raises(TrainingError, match="has no test patients"):
+    path = write_recipe(tmp_path, _first_patients(cohort, 2, tmp_path / "raw2"))
+    with pytest.raises(TrainingError) as err:
         train(load_recipe(path), model_store=tmp_path / "s", run_dir=tmp_path / "run")
+    assert str(err.value) == (
+        f"dataset {tmp_path / 'ds'} needs at least one patient in each of train/val/test, got "
+        "train=2 val=0 test=0 (2 patients): ingest more patients (>= 3; with no patient ids in "
+        "the records, each record counts as its own patient)")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
+    assert main(["train", "--config", str(path), "--model-store", str(tmp_path / "s"),
+                 "--run-dir", str(tmp_path / "run")]) == 1
+    assert "got train=2 val=0 test=0 (2 patients)" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+def test_eight_patients_the_hash_puts_all_in_train_now_fill_every_split(tmp_path, cohort):
+    from pipelines.config import load_recipe
+    from pipelines.training.train import check_dataset_splits, ensure_dataset, window_spec
+
+    recipe = load_recipe(write_recipe(tmp_path, _first_patients(cohort, 8, tmp_path / "raw8")))
+    dataset = ensure_dataset(recipe)
+    train_b, val_b, n_test = check_dataset_splits(dataset, window_spec(recipe), recipe)
+    assert {s: len(dataset.patients(s)) for s in ("train", "val", "test")} == {
+        "train": 6, "val": 1, "test": 1}
+    assert train_b.n_windows > 0 and val_b.n_windows > 0 and n_test > 0
+
+
+def test_a_test_split_without_windows_is_refused_before_any_run_folder(tmp_path, cohort):
+    import numpy as np
+
+    from pipelines.config import load_recipe
+    from pipelines.dataset.contract import load_dataset
+    from pipelines.training.train import ensure_dataset
+
+    recipe = load_recipe(write_recipe(tmp_path, _first_patients(cohort, 3, tmp_path / "raw3")))
+    dataset = ensure_dataset(recipe)
+    for rid in dataset.records("test"):  # the test patient's signals become one long gap
+        signal = np.load(dataset.signal_path(rid))
+        np.save(dataset.signal_path(rid), np.full_like(signal, np.nan))
+    assert load_dataset(tmp_path / "ds").records("test")
+    with pytest.raises(TrainingError, match=r"has no windows in split 'test': got windows "
+                                            r"train=\d+ val=\d+ test=0 from patients train=1 "
+                                            r"val=1 test=1"):
+        train(recipe, model_store=tmp_path / "s", run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_truncated_bptt_refuses_an_arch_with_no_stateful_twin_before_any_work():

@@ -6,8 +6,10 @@
 Steps: read the model's contract (`GET /pulsecast/models/<m>`: channels, fs, input_steps), read
 the record with wfdb and match its signals to the model's channels (`pipelines.ingest.channels`),
 send the samples ending at `--at` seconds (at the record's own rate: the server resamples) through
-`POST /v1/models/<m>:forecast`, print the answer as JSON, and with `--out` plot the history and
-the forecast to a PNG.
+`POST /v1/models/<m>:forecast`, print the answer as JSON (or, with `--summary`, a few lines:
+model, version, horizon and the MAE of this forecast against what the record did next), and with
+`--out` plot the history, the forecast, its 80 % band when the model has quantiles, and the truth
+to a PNG.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", type=Path, required=True, help="WFDB record path (no suffix)")
     parser.add_argument("--at", type=float, required=True,
                         help="forecast from this time, in seconds from the record's start")
-    parser.add_argument("--out", type=Path, help="write a PNG of history + forecast here")
+    parser.add_argument("--out", type=Path,
+                        help="write a PNG of history, forecast, band and truth here")
+    parser.add_argument("--summary", action="store_true",
+                        help="print a short summary (and the MAE against what happened) instead "
+                        "of the whole JSON answer")
     parser.add_argument("--token-file", "--token_file", dest="token_file", type=Path,
                         help="file holding the server's bearer token")
     parser.add_argument("--max-gap-s", type=float, default=None,
@@ -52,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_gap_s is not None:
         body["max_gap_s"] = args.max_gap_s
     answer = client.post(f"/v1/models/{args.model_name}{version_path}:forecast", body)
-    print(json.dumps(answer, indent=2))
+    if args.summary:
+        print(render_summary(args.record, args.at, window, answer))
+    else:
+        print(json.dumps(answer, indent=2))
     if args.out is not None:
         plot_forecast(args.out, window, answer)
         print(f"plot written to {args.out}")
@@ -62,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
 def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
     """The record's samples of the model's channels ending at `at_s` seconds, JSON-ready.
 
-    Returns {"signal": {channel: [float | None]}, "fs", "start_s", "start_time" (ISO or None)}.
+    Returns {"signal": {channel: [float | None]}, "fs", "start_s", "start_time" (ISO or None),
+    "truth": {channel: [float]} (what the record did in the `horizon / fs` seconds after `at_s`,
+    NaN for gaps; shorter or empty where the record ends)}.
     """
     import wfdb
 
@@ -89,16 +100,65 @@ def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
         channel: [None if math.isnan(v) else float(v) for v in rec.p_signal[start:stop, index]]
         for channel, index in found.items()
     }
+    horizon_s = int(contract.get("horizon", 0)) / float(contract["fs"])
+    after = rec.p_signal[stop : stop + math.ceil(horizon_s * fs) + 1]
+    truth = {channel: [float(v) for v in after[:, index]] for channel, index in found.items()}
     start_time = None
     if rec.base_datetime is not None:
         from datetime import timedelta
 
         start_time = (rec.base_datetime + timedelta(seconds=start / fs)).isoformat()
-    return {"signal": signal, "fs": fs, "start_s": start / fs, "start_time": start_time}
+    return {"signal": signal, "fs": fs, "start_s": start / fs, "start_time": start_time,
+            "truth": truth}
+
+
+def forecast_times(window: dict[str, Any], answer: dict[str, Any]) -> tuple[float, list[float]]:
+    """Time of the last sample sent and of each forecast step, in seconds from the record start."""
+    n_sent = len(next(iter(window["signal"].values())))
+    t_last = window["start_s"] + (n_sent - 1) / window["fs"]
+    horizon = len(next(iter(answer["forecast"].values())))
+    return t_last, [t_last + (k + 1) / answer["fs"] for k in range(horizon)]
+
+
+def truth_at_forecast(window: dict[str, Any], answer: dict[str, Any], target: str) -> list[float]:
+    """What the record did at each forecast time (linear between its samples; NaN past its end)."""
+    import numpy as np
+
+    t_last, t_fc = forecast_times(window, answer)
+    truth = np.asarray(window.get("truth", {}).get(target, []), dtype=np.float64)
+    if len(truth) == 0:
+        return [math.nan] * len(t_fc)
+    t_truth = t_last + np.arange(1, len(truth) + 1) / window["fs"]
+    return np.interp(t_fc, t_truth, truth, left=math.nan, right=math.nan).tolist()
+
+
+def forecast_mae(window: dict[str, Any], answer: dict[str, Any], target: str) -> float:
+    """MAE of the forecast of `target` against what happened, over the steps the record covers."""
+    errors = [abs(f - t) for f, t in zip(answer["forecast"][target],
+                                         truth_at_forecast(window, answer, target), strict=True)
+              if not math.isnan(t)]
+    return sum(errors) / len(errors) if errors else math.nan
+
+
+def render_summary(record: Path, at_s: float, window: dict[str, Any],
+                   answer: dict[str, Any]) -> str:
+    """A few lines for people: model, version, horizon, and the MAE against what happened."""
+    horizon = len(next(iter(answer["forecast"].values())))
+    lines = [f"{answer['model_name']} v{answer['version']}: {horizon} steps "
+             f"({horizon / answer['fs']:.2f} s at {answer['fs']:g} Hz) after {at_s:g} s of "
+             f"{record}"]
+    for target, unit in zip(answer["targets"], answer["units"], strict=True):
+        mae = forecast_mae(window, answer, target)
+        told = "the record ends before the forecast" if math.isnan(mae) else f"{mae:.4g} {unit}"
+        lines.append(f"  {target}: MAE against what happened {told}".rstrip())
+    if answer.get("quantiles"):
+        lines.append(f"  quantiles: {', '.join(sorted(answer['quantiles'], key=float))}")
+    return "\n".join(lines)
 
 
 def plot_forecast(out: Path, window: dict[str, Any], answer: dict[str, Any]) -> None:
-    """History (the samples sent) and the forecast of each target, seconds on the x axis."""
+    """History (the samples sent), forecast, 80 % band (q0.1-q0.9, when the model has them) and
+    truth (what the record did next) of each target, seconds on the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,12 +170,17 @@ def plot_forecast(out: Path, window: dict[str, Any], answer: dict[str, Any]) -> 
     for ax, target, unit in zip(axes[:, 0], targets, answer["units"], strict=True):
         history = window["signal"].get(target) or next(iter(window["signal"].values()))
         t_hist = [start_s + i / fs for i in range(len(history))]
-        t_last = t_hist[-1]
-        t_fc = [t_last + (k + 1) / answer["fs"] for k in range(len(answer["forecast"][target]))]
-        ax.plot(t_hist, [math.nan if v is None else v for v in history], lw=0.8, label="history")
-        ax.plot(t_fc, answer["forecast"][target], lw=1.2, label="forecast")
-        for level, per_target in (answer.get("quantiles") or {}).items():
-            ax.plot(t_fc, per_target[target], lw=0.6, ls="--", label=f"q{level}")
+        _, t_fc = forecast_times(window, answer)
+        ax.plot(t_hist, [math.nan if v is None else v for v in history], lw=0.8, color="0.35",
+                label="history")
+        truth = truth_at_forecast(window, answer, target)
+        if any(not math.isnan(v) for v in truth):
+            ax.plot(t_fc, truth, lw=1.0, color="black", label="truth")
+        ax.plot(t_fc, answer["forecast"][target], lw=1.2, color="tab:red", label="forecast")
+        band = _band(answer.get("quantiles") or {}, target)
+        if band is not None:
+            ax.fill_between(t_fc, band[0], band[1], color="tab:red", alpha=0.2, lw=0,
+                            label="80 % band")
         ax.set_ylabel(f"{target} ({unit})" if unit else target)
         ax.legend(loc="upper left", fontsize="small")
     axes[-1, 0].set_xlabel("time (s from record start)")
@@ -124,6 +189,13 @@ def plot_forecast(out: Path, window: dict[str, Any], answer: dict[str, Any]) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def _band(quantiles: dict[str, dict[str, list[float]]], target: str):
+    """(q0.1, q0.9) of `target` when the answer has both levels, else None."""
+    levels = {float(level): per_target[target] for level, per_target in quantiles.items()}
+    lo, hi = levels.get(0.1), levels.get(0.9)
+    return None if lo is None or hi is None else (lo, hi)
 
 
 class _Client:

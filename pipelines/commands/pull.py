@@ -1,4 +1,4 @@
-"""`pulsecast pull`: download WFDB records from PhysioNet (or a mirror of its layout)."""
+"""`pulsecast pull`: WFDB records from PhysioNet, or from a mirror of its layout (URL or folder)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pipelines.sources.pull import PHYSIONET_URL  # stdlib-only module: cheap to import
 
-HELP = "download WFDB records of a PhysioNet database (e.g. mitdb/1.0.0) or a mirror of it"
+HELP = ("download WFDB records of a PhysioNet database (e.g. mitdb/1.0.0), or copy them from a "
+        "mirror of its layout (a URL or a local folder)")
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the files (default: data/raw/<database slug>)")
     parser.add_argument("--mirror", default=PHYSIONET_URL,
-                        help="base URL laid out as <mirror>/<db>/<version>/ "
+                        help="where the database lives, laid out as <mirror>/<db>/<version>/: "
+                        "an http(s) URL or a local folder (a path or a file:// URL) "
                         f"(default {PHYSIONET_URL})")
     parser.add_argument("--no-annotations", action="store_true",
                         help="skip annotation files listed in the database's ANNOTATORS")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait on the server per request (default 60)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not check files against the database's SHA256SUMS")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +41,12 @@ def run(args: argparse.Namespace) -> int:
         records = tuple(r.strip() for r in args.records.split(",") if r.strip())
     out = args.out or Path("data/raw") / args.db.strip("/").split("/")[0]
     config = PullConfig(db=args.db, out=out, records=records, mirror=args.mirror,
-                        annotations=not args.no_annotations, timeout_s=args.timeout)
+                        annotations=not args.no_annotations, timeout_s=args.timeout,
+                        verify=not args.no_verify)
     result = pull(config)
-    log.info("%d file(s) in %s (%d downloaded now)", len(result.files), out, result.downloaded)
+    checked = f", {result.verified} checked against SHA256SUMS" if result.verified else ""
+    log.info("%d file(s) in %s (%d copied now%s)", len(result.files), out, result.downloaded,
+             checked)
     if result.failed:
         log.error("%d record(s) failed: %s", len(result.failed), ", ".join(result.failed))
         return 1

@@ -5,6 +5,8 @@ this process, a process pool or Ray (`pipelines.ingest.executors`), and writes w
 into a staged folder that replaces `dataset_dir` only when complete: `manifest.parquet`,
 `signals/<record_id>.npy` and `dataset.json` (the config, the units, the pulsecast version and
 every skipped record with its reason). A record id taken twice is prefixed with its folder path.
+Splits are the cohort's (`pipelines.dataset.splits.cohort_splits`): the stable hash per patient,
+with an empty split filled from a boundary patient when the cohort has 3 or more patients.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.dataset.splits import cohort_splits, split_counts
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.executors import map_ordered
 from pipelines.ingest.per_record import ingest_record
@@ -66,6 +69,9 @@ class IngestReport:
             for path, reason in self.skipped:
                 skipped.add_row(path, reason)
             console.print(skipped)
+        split_of = {r.patient_id: r.split for r in self.ingested}
+        counts = " ".join(f"{s}={n}" for s, n in split_counts(split_of).items())
+        console.print(f"patients per split: {counts}")
         where = str(self.dataset_dir) if self.written else "nothing written"
         console.print(f"dataset: {where}")
         return buf.getvalue()
@@ -114,6 +120,21 @@ def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[st
     }
 
 
+def assign_cohort_splits(rows: list[dict], fractions: tuple[float, float, float]) -> None:
+    """Set each manifest row's `split` to its patient's split in the cohort (in place)."""
+    split_of = cohort_splits((r["patient_id"] for r in rows), fractions)
+    moved = sorted({r["patient_id"] for r in rows if r["split"] != split_of[r["patient_id"]]})
+    for row in rows:
+        row["split"] = split_of[row["patient_id"]]
+    counts = split_counts(split_of)
+    log.info("patients per split: %s%s", " ".join(f"{s}={n}" for s, n in counts.items()),
+             f" ({len(moved)} moved from their hash split so that no split is empty: "
+             f"{', '.join(moved)})" if moved else "")
+    if not all(counts.values()):
+        log.warning("a split has no patient (%d patients): `pulsecast train` needs one in each "
+                    "of train/val/test", len(split_of))
+
+
 def ingest(config: IngestConfig) -> IngestReport:
     """Ingest every record under `config.raw_dir` into `config.dataset_dir`; return the report.
 
@@ -151,6 +172,7 @@ def ingest(config: IngestConfig) -> IngestReport:
                 units = [u or v for u, v in zip(units, result.units or units, strict=True)]
             if not rows or (config.strict and skipped):
                 raise _NothingToWrite
+            assign_cohort_splits(rows, config.split_fractions)
             manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
             manifest.to_parquet(tmp / "manifest.parquet", index=False)
             text = json.dumps(_dataset_json(config, units, skipped), indent=2)

@@ -1,13 +1,34 @@
-"""`IngestConfig`: what to ingest and how (paths, channels, `fs`, gaps, splits, executor)."""
+"""`IngestConfig`: what to ingest and how (paths, channels, `fs`, gaps, splits, bad input,
+executor)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.dataset.splits import validate_fractions
 from pipelines.ingest.executors import validate_executor
+from pipelines.ingest.quality import RecordRules
+
+_RULES = RecordRules()
+
+
+def _std_floors(value) -> tuple[tuple[str, float], ...]:
+    """`{unit: std}` or `((unit, std), ...)` as a tuple of pairs; ValueError naming a bad one."""
+    pairs = value.items() if isinstance(value, Mapping) else value
+    out = []
+    for pair in pairs:
+        try:
+            unit, floor = pair
+            unit, floor = str(unit).strip(), float(floor)
+        except (TypeError, ValueError):
+            raise ValueError(f"min_channel_std must map units to numbers, got {pair!r}") from None
+        if not unit or not (math.isfinite(floor) and floor >= 0):
+            raise ValueError(f"min_channel_std must map units to numbers >= 0, got {pair!r}")
+        out.append((unit, floor))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -28,6 +49,12 @@ class IngestConfig:
     strict: bool = False
     executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.ingest.executors`)
     ray_address: str | None = None  # Ray cluster ("auto", "ray://host:port"); None: a local Ray
+    # Bad input (`pipelines.ingest.quality.channel_problem`): a waveform record whose requested
+    # channel is absent, flat (std at or below its unit's floor) or stuck/clipped on one value
+    # for at least `max_stuck_fraction` of the whole record is skipped with the reason.
+    skip_unusable_channels: bool = True
+    min_channel_std: tuple[tuple[str, float], ...] = _RULES.min_std
+    max_stuck_fraction: float = _RULES.max_stuck_fraction
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -51,6 +78,10 @@ class IngestConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
+        set_(self, "min_channel_std", _std_floors(self.min_channel_std))
+        if not (math.isfinite(self.max_stuck_fraction) and 0 < self.max_stuck_fraction <= 1):
+            raise ValueError(
+                f"max_stuck_fraction must be in (0, 1], got {self.max_stuck_fraction:g}")
         if int(self.workers) != self.workers or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers}")
         validate_executor(self.executor, self.ray_address, self.workers)
@@ -68,4 +99,13 @@ class IngestConfig:
             "min_duration_s": self.min_duration_s, "max_gap_s": self.max_gap_s,
             "fill_gap_s": self.fill_gap_s, "workers": self.workers, "strict": self.strict,
             "executor": self.executor, "ray_address": self.ray_address,
+            "skip_unusable_channels": self.skip_unusable_channels,
+            "min_channel_std": dict(self.min_channel_std),
+            "max_stuck_fraction": self.max_stuck_fraction,
         }
+
+    @property
+    def record_rules(self) -> RecordRules:
+        """The bad-input thresholds as `pipelines.ingest.quality` takes them."""
+        return RecordRules(min_std=self.min_channel_std,
+                           max_stuck_fraction=self.max_stuck_fraction)

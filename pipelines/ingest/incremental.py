@@ -8,8 +8,10 @@ refused leaves the dataset exactly as it was. Policy:
   duration limits, split fractions); only the raw folder is new.
 - A record whose sha256 (over its header and signal files, as `pipelines.ingest.per_record`
   computes it) is already in the manifest is skipped before any sample is read.
-- A known patient keeps the split the manifest gives it; a new patient is split by the same stable
-  hash (`pipelines.dataset.splits`), so it lands where a full re-ingest would put it.
+- A known patient keeps the split the manifest gives it, whatever rule gave it; a new patient is
+  split by the stable hash (`pipelines.dataset.splits.assign_split`), so it lands in the same
+  split whatever else was ingested before. (A full ingest of a small cohort may instead move a
+  boundary patient to fill an empty split, `cohort_splits`; an increment never moves anyone.)
 - Old signals are hard-linked into the staging folder (copied where the file system cannot link):
   no bytes are rewritten and the old files are never opened for writing.
 - `dataset.json` keeps the original ingest config and gains an `increments` list (raw folder,

@@ -19,6 +19,12 @@ Policy, record by record:
   leading and trailing gaps are dropped, and pieces shorter than `min_duration_s` are reported.
 - `patient_id`: the config's, else a MIMIC id (`sNNNNN`, `pNNNNNN`) at the start of the record
   name or a folder name, else the record's folder when it holds only this record, else the name.
+- Bad input: a waveform record whose requested channel is absent, flat, or stuck/clipped on one
+  value for the whole record (`pipelines.ingest.quality.channel_problem`, thresholds in
+  `IngestConfig`) is skipped with the reason naming the channel; numerics records are not
+  checked (an SpO2 of 100 % all along is real).
+- `split`: the patient's hash split (`assign_split`); a full ingest then applies the cohort rule
+  (`pipelines.ingest.cohort`), an incremental one keeps it for a new patient.
 
 Each header file is parsed once per record and each signal file read once (plus once more, as
 bytes, for the sha256); numerics are told from waveforms by the header before any sample is read.
@@ -37,13 +43,15 @@ import numpy as np
 from pipelines.dataset.splits import assign_split
 from pipelines.ingest.assemble import Piece, Plan, SkipRecord, assemble_pieces, plan_channels
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.quality import compute_quality, nan_fraction
+from pipelines.ingest.quality import channel_problem, compute_quality, nan_fraction
 from pipelines.ingest.records import RecordHeader, RecordReadError, read_header
 from pipelines.ingest.samples import read_sha256
 
 log = logging.getLogger(__name__)
 
 NUMERICS_MAX_FS = 1.0  # a record named `...n` with a frame rate below this is a numerics record
+# `assemble_pieces` says this when every requested channel is NaN throughout the record
+_NO_SAMPLES = "no samples of the requested channels"
 MIMIC_PATIENT = re.compile(r"^(s\d{5}|p\d{6})(?!\d)")
 
 
@@ -100,8 +108,13 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
             max_gap_s=config.max_gap_s, min_duration_s=config.min_duration_s,
             fill_gap_s=config.fill_gap_s,
         )
+        if config.skip_unusable_channels and not config.numerics:
+            check_channels(pieces, config, record_units(header, plan, config.channels))
     except (SkipRecord, RecordReadError) as err:
         reason = err.reason if isinstance(err, RecordReadError) else str(err)
+        if reason == _NO_SAMPLES and config.skip_unusable_channels:
+            reason = "; ".join(f"{c} is absent for the whole record (no valid sample)"
+                               for c in config.channels)
         log.info("skipped %s: %s", record_path, reason)
         return RecordResult(record_path, skipped=((key, reason),))
     except Exception as err:  # one odd record (a wfdb or scipy surprise) must not stop the others
@@ -109,6 +122,24 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
         reason = f"unexpected {type(err).__name__}: {err}"
         return RecordResult(record_path, skipped=((key, reason),))
     return _make_result(record_path, header, config, plan, pieces, short)
+
+
+def record_units(header: RecordHeader, plan: Plan, channels: tuple[str, ...]) -> tuple[str, ...]:
+    """Per requested channel, its unit in the first segment that has it."""
+    return tuple(next(header.segments[i].units[m[want]] for i, m in plan.items() if want in m)
+                 for want in channels)
+
+
+def check_channels(pieces: list[Piece], config: IngestConfig, units: tuple[str, ...]) -> None:
+    """Raise SkipRecord naming every requested channel that is unusable over all `pieces`."""
+    reasons = []
+    for j, (name, unit) in enumerate(zip(config.channels, units, strict=True)):
+        x = pieces[0][1][:, j] if len(pieces) == 1 else np.concatenate([p[:, j] for _, p in pieces])
+        problem = channel_problem(x, name, unit, config.record_rules)
+        if problem:
+            reasons.append(problem)
+    if reasons:
+        raise SkipRecord("; ".join(reasons))
 
 
 def _make_result(
@@ -120,10 +151,7 @@ def _make_result(
     short: list[str],
 ) -> RecordResult:
     """Manifest rows for the kept pieces of a record."""
-    units = []
-    for want in config.channels:
-        seg_unit = next(header.segments[i].units[m[want]] for i, m in plan.items() if want in m)
-        units.append(seg_unit)
+    units = record_units(header, plan, config.channels)
     patient_id = config.patient_id or derive_patient_id(record_path, config.raw_dir, header)
     split = assign_split(patient_id, config.split_fractions)
     sha = read_sha256(header.files)

@@ -1,6 +1,8 @@
 """The batch training pipeline: recipe → dataset → windows → fit → evaluate → publish a version.
 
-`train(recipe, ...)` reads as the list of steps. The run folder (`runs/<model_name>/` by default)
+`train(recipe, ...)` reads as the list of steps. A dataset that cannot be trained and judged
+(a split with no patient or no window) is refused first, naming the counts per split, before any
+run folder, model or fit (`check_dataset_splits`). The run folder (`runs/<model_name>/` by default)
 holds what a run leaves behind: `checkpoints/last.keras` (every epoch, for `--resume`),
 `checkpoints/best.keras`, `state.json` (epochs done), `history.csv`, `tensorboard/` (TensorFlow
 backend) and `evaluation/` (JSON, markdown, PNGs). The published version is written by
@@ -25,6 +27,7 @@ from models.layout import KERAS_RELPATH
 from models.metadata import VersionMetadata
 from pipelines.config import Recipe
 from pipelines.dataset.contract import Dataset, load_dataset
+from pipelines.dataset.splits import SPLIT_NAMES, SplitError, check_cohort_splits
 from pipelines.evaluation.evaluate import (
     evaluate_forecaster,
     fit_baselines,
@@ -76,6 +79,33 @@ def ensure_dataset(recipe: Recipe, raw: Path | None = None) -> Dataset:
 
 def window_spec(recipe: Recipe) -> WindowSpec:
     return WindowSpec(**asdict(recipe.window))
+
+
+def _count_windows(dataset: Dataset, spec: WindowSpec, split: str) -> int:
+    from pipelines.windows.index import WindowIndex
+    from pipelines.windows.spec import NoWindowsError
+
+    try:
+        return len(WindowIndex.from_dataset(dataset, spec, split))
+    except NoWindowsError:
+        return 0
+
+
+def check_dataset_splits(dataset: Dataset, spec: WindowSpec, recipe: Recipe):
+    """The train and val batchers and the test window count, once every split is known to have a
+    patient and a window; otherwise TrainingError naming the counts per split and the fix
+    (`pipelines.dataset.splits.check_cohort_splits`). Reads signals, builds no model."""
+    where = f"dataset {dataset.root}"
+    patients = {s: len(dataset.patients(s)) for s in SPLIT_NAMES}
+    try:
+        check_cohort_splits(patients, where=where)
+        train_b, val_b = make_batchers(dataset, spec, recipe.train)
+        windows = {"train": train_b.n_windows, "val": val_b.n_windows if val_b else 0,
+                   "test": _count_windows(dataset, spec, "test")}
+        check_cohort_splits(patients, windows, where=where)
+    except SplitError as err:
+        raise TrainingError(str(err)) from None
+    return train_b, val_b, windows["test"]
 
 
 def _forecaster(model):
@@ -183,6 +213,15 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
         raise TrainingError(f"[train] tbptt_steps = {recipe.train.tbptt_steps} trains a stateful "
                             f"twin without tf.distribute: use strategy 'default', got {strategy!r}")
     dist = distribute.make_strategy(strategy)  # first: collectives are set up before any TF op
+    # The data decides whether training can be judged at all: refuse before any run folder,
+    # model or fit (numpy only here, no TF op).
+    dataset = ensure_dataset(recipe, raw)
+    spec = window_spec(recipe)
+    mspec = model_spec_from_config(recipe.to_dict())
+    train_b, val_b, n_test = check_dataset_splits(dataset, spec, recipe)
+    log.info("%d training windows, %d validation windows, %d test windows (%d test patients)",
+             train_b.n_windows, val_b.n_windows, n_test, len(dataset.patients("test")))
+
     run_dir = Path(run_dir or Path("runs") / recipe.name)
     if not distribute.is_chief(dist):
         run_dir, publish = run_dir / distribute.worker_name(), False
@@ -191,16 +230,6 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     keras.config.set_dtype_policy(recipe.train.precision)
     device = describe_device()
     log.info("training %s on %s", recipe.name, device)
-
-    dataset = ensure_dataset(recipe, raw)
-    spec = window_spec(recipe)
-    mspec = model_spec_from_config(recipe.to_dict())
-    train_b, val_b = make_batchers(dataset, spec, recipe.train)
-    test_patients = dataset.patients("test")
-    if not test_patients:
-        raise TrainingError(f"dataset {dataset.root} has no test patients: nothing to evaluate on")
-    log.info("%d training windows, %d validation windows, %d test patients",
-             train_b.n_windows, val_b.n_windows if val_b else 0, len(test_patients))
 
     norm = None if resume else fit_normalization(train_b, recipe.train.seed)
     with distribute.strategy_scope(dist):  # model and optimizer variables live on its devices
