@@ -120,3 +120,109 @@ def test_make_baseline_forecasts_names_every_applicable_baseline() -> None:
 
     assert sorted(forecasts) == ["last_cycle", "persistence", "ridge_ar"]
     assert all(f.shape == y.shape for f in forecasts.values())
+
+
+# cycle_median: the cycle head of models.cycle with nothing learned.
+
+def _beats(n: int, rr: float, hrv: float, amp: float, level: float, noise: float,
+           seed: int) -> np.ndarray:
+    """An ECG-like series: narrow spikes and a broad wave at jittered beat times, wander, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    beats = np.cumsum(rng.normal(rr, hrv, size=int(n / rr) + 4)) - rr
+    spikes = sum(amp * np.exp(-0.5 * ((t - b) / 3.0) ** 2)
+                 - 0.3 * amp * np.exp(-0.5 * ((t - b - 25) / 10.0) ** 2) for b in beats)
+    return level + spikes + 0.05 * amp * np.sin(2 * np.pi * t / 500) + rng.normal(0, noise, n)
+
+
+def test_cycle_median_equals_the_keras_cycle_head_without_its_residual() -> None:
+    pytest.importorskip("keras")
+    from models.architectures import build_model
+    from models.spec import ModelSpec
+    from pipelines.evaluation.baselines import CycleSteps, cycle_median
+
+    steps, horizon = 1000, 125  # the ecg recipe's window and head, at 125 Hz
+    x = np.stack([_beats(steps, rr, hrv, amp, level, noise, seed) for seed, (rr, hrv, amp, level,
+                  noise) in enumerate([(100, 2, 1.0, 0.0, 0.01), (60, 1, 2.0, 5.0, 0.02),
+                                       (137.3, 3, 0.5, -1.0, 0.01), (45, 0.5, 1.0, 80.0, 0.05),
+                                       (180, 5, 30.0, 90.0, 0.5), (75.5, 0, 1.0, 0.0, 0.001)])])
+    x = x[:, :, None].astype(np.float32)
+    spec = ModelSpec(arch="lstm", units=(4,), input_steps=steps, horizon=horizon,
+                     head="cycle_residual", min_period_steps=37, max_period_steps=188,
+                     cycle_candidates=8, encoder_pool=4, period_search_steps=400,
+                     cycle_align="lag", match_steps=60, level_decay_steps=30,
+                     cycle_mix="median", residual=False)
+    keras_head = build_model(spec).predict(x, verbose=0)["forecast"]
+
+    ours = cycle_median(x, horizon, 0, CycleSteps(min_lag=37, max_lag=188, search_steps=400,
+                                                  match_steps=60, n_copies=8, level_decay=30.0))
+
+    # float32 (Keras) against float64 (numpy): the same discrete choices, rounding apart
+    scale = x.std(axis=(1, 2))[:, None, None]
+    np.testing.assert_allclose(ours / scale, keras_head / scale, atol=2e-4)
+
+
+def test_cycle_median_continues_a_periodic_signal_closely() -> None:
+    from pipelines.evaluation.baselines import CycleSteps, cycle_median
+
+    steps, horizon = 400, 60
+    signal = _periodic_batch([25, 40], steps + horizon, seed=4)
+    x, y = signal[:, :steps, None], signal[:, steps:, None]
+
+    y_hat = cycle_median(x, horizon, 0, CycleSteps(10, 100, 150, 30, n_copies=5,
+                                                   level_decay=20.0))
+
+    # Not exact: each lag is refined between samples by a parabola through the correlations,
+    # which a finite window makes slightly lopsided even for a whole-sample period.
+    assert mae(y, y_hat) < 0.02 * mae(y, persistence(x, horizon, 0))
+
+
+def test_cycle_median_of_a_flat_window_is_its_level() -> None:
+    from pipelines.evaluation.baselines import CycleSteps, cycle_median
+
+    x = np.full((2, 300, 2), 7.5)
+    x[1, :, 1] = -2.0
+
+    y_hat = cycle_median(x, 20, [1, 0], CycleSteps(10, 100, 100, 30))
+
+    np.testing.assert_array_equal(y_hat[0], np.full((20, 2), 7.5))
+    np.testing.assert_array_equal(y_hat[1], np.tile([-2.0, 7.5], (20, 1)))
+
+
+def test_cycle_median_shrugs_off_one_odd_beat_that_last_cycle_copies() -> None:
+    from pipelines.evaluation.baselines import CycleSteps, cycle_median
+
+    steps, horizon, period = 400, 40, 40
+    signal = _periodic_batch([period], steps + horizon, seed=5)[0]
+    x = signal[None, :steps, None].copy()
+    x[0, steps - period : steps - period + 10, 0] += 3.0  # an ectopic bump in the last cycle
+
+    median = cycle_median(x, horizon, 0, CycleSteps(10, 100, 150, 30, n_copies=5))
+    naive = last_cycle(x, horizon, 0, fs=100.0, min_period_s=0.1, max_period_s=1.0)
+
+    truth = signal[None, steps:, None]
+    assert mae(truth, median) < 0.1 * mae(truth, naive)
+
+
+def test_cycle_steps_fit_the_window_and_refuse_one_without_two_cycles() -> None:
+    from pipelines.evaluation.baselines import cycle_steps
+
+    ecg = cycle_steps(125.0, 1000, 0.3, 2.0, 3.2, 0.48, 8, 0.24)
+    assert (ecg.min_lag, ecg.max_lag, ecg.search_steps, ecg.match_steps) == (37, 250, 400, 60)
+    assert (ecg.n_copies, ecg.level_decay) == (8, pytest.approx(30.0))
+    short = cycle_steps(125.0, 128, 0.3, 2.0, 3.2, 0.48, 8, 0.24)  # two cycles of <= 63 samples
+    assert (short.max_lag, short.search_steps, short.match_steps) == (63, 64, 60)
+    with pytest.raises(ValueError, match=r"input_steps=60 is too short for cycle_median: a cycle "
+                                         r"of min_period_s=0.3 at fs=125.0 needs at least 75"):
+        cycle_steps(125.0, 60, 0.3, 2.0, 3.2, 0.48, 8, 0.24)
+
+
+def test_make_baseline_forecasts_adds_cycle_median_when_asked() -> None:
+    from pipelines.evaluation.baselines import CycleSteps
+
+    x, y = _ar2_windows(20, 256, 4, seed=3)
+
+    forecasts = make_baseline_forecasts(x, 4, 0, cycle=CycleSteps(10, 100, 100, 30))
+
+    assert sorted(forecasts) == ["cycle_median", "persistence"]
+    assert forecasts["cycle_median"].shape == y.shape

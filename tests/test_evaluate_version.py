@@ -207,3 +207,54 @@ def test_max_still_fraction_outside_zero_one_is_refused_by_name(bad):
         WindowConfig(max_still_fraction=bad)
     with pytest.raises(ValueError, match=rf"must be a number in \(0, 1\], got {bad}"):
         dataclasses.replace(SPEC, max_still_fraction=bad)
+
+
+@pytest.mark.slow
+def test_evaluate_prints_what_it_left_out_and_scores_records_groups_and_cycle_median(
+        datasets, tmp_path, capsys):
+    from pipelines.cli import main
+
+    trained_on, unseen = datasets
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe("unused", trained_on, channels=("II",), units=4, epochs=1,
+                                  ridge_lags=16, max_windows=100, n_boot=20))
+    store = tmp_path / "store"
+    assert main(["train", "--config", str(recipe), "--model-store", str(store),
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    trained = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
+    assert "cycle_median" in trained["baselines"] and trained["records"]
+    assert (tmp_path / "run" / "evaluation" / "records.png").exists()
+
+    ds = load_dataset(unseen)
+    names = [Path(p).name for p in ds.manifest["source_path"]]
+    groups = tmp_path / "ALARMS"
+    groups.write_text("".join(f"{n},{'Asystole' if k % 2 else 'Tachycardia'},{k % 2}\n"
+                              for k, n in enumerate(names)))
+    capsys.readouterr()
+    assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
+                 str(unseen), "--split", "all", "--json", "--groups", str(groups),
+                 "--out", str(tmp_path / "ev")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+
+    left = result["left_out"]
+    assert lines[0] == (f"windows of split 'all': {left['n_windows_fit']} fit in "
+                        f"{len(names)} records, 100 scored; left out:")
+    assert any(line.startswith("  subsampled evenly to max_windows=100: ") for line in lines)
+    assert left["n_windows_fit"] == left["gaps"] + left["still"] + left["subsampled"] + 100
+    assert result["baselines"]["cycle_median"]["mae"] > 0
+    assert result["best_baseline"] in ("persistence", "last_cycle", "ridge_ar")
+    lo, hi = result["skill_vs_cycle_median_ci95"]
+    assert lo <= result["skill_vs_cycle_median"] <= hi
+    assert result["n_records"] == len(result["records"]) == len(names)
+    assert set(result["groups"]) == {"alarm", "alarm_label"}
+    assert set(result["groups"]["alarm_label"]) == {"true", "false"}
+    assert result["groups_source"] == str(groups)
+    for name in ("evaluation.json", "evaluation.md", "records.png", "forecast_examples.png"):
+        assert (tmp_path / "ev" / name).exists(), name
+
+    bad = tmp_path / "bad_groups"
+    bad.write_text("a,Asystole,maybe\n")
+    assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
+                 str(unseen), "--groups", str(bad), "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad").exists()  # refused before anything was scored

@@ -175,3 +175,93 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert (out / "evaluation.md").read_text() == render_markdown(result)
     assert (out / "error_by_step.png").read_bytes()[:4] == b"\x89PNG"
     assert set(written) == {p.name for p in out.iterdir()}
+
+
+def test_skill_is_against_the_best_classic_baseline_and_cycle_median_gets_its_own() -> None:
+    y, y_model, y_base, patients = _cohort()
+    cycle = y + 0.6 * (y_model - y)  # better than every classic baseline: still not the reference
+
+    result = compute_evaluation(y, y_model, {"persistence": y_base * 2.0, "ridge_ar": y_base,
+                                             "cycle_median": cycle}, patients, n_boot=200)
+    d = json.loads(json.dumps(result.to_dict()))
+
+    assert d["best_baseline"] == "ridge_ar"
+    assert d["skill_baselines"] == ["persistence", "ridge_ar"]
+    assert d["baselines"]["cycle_median"]["mae"] == pytest.approx(mae(y, cycle))
+    assert d["skill_vs_cycle_median"] == pytest.approx(1 - mae(y, y_model) / mae(y, cycle))
+    lo, hi = d["skill_vs_cycle_median_ci95"]
+    assert lo < d["skill_vs_cycle_median"] < hi < 0  # the model is worse than the cycle median
+    assert "Skill against cycle_median" in render_markdown(result)
+
+
+def test_without_cycle_median_its_keys_are_null_and_the_old_keys_unchanged() -> None:
+    y, y_model, y_base, patients = _cohort()
+
+    d = compute_evaluation(y, y_model, {"persistence": y_base}, patients, n_boot=50).to_dict()
+
+    assert d["skill_vs_cycle_median"] is None and d["skill_vs_cycle_median_ci95"] is None
+    assert (d["n_records"], d["records"], d["groups"], d["left_out"]) == (0, [], {}, None)
+    assert d["best_baseline"] == "persistence"  # only one given: it is the reference
+
+
+def test_scores_per_record_and_per_group_add_up_to_the_hand_computed_maes() -> None:
+    from pipelines.evaluation.breakdown import score_groups, score_records
+
+    # Three records (r2 is patient p1's second record), two windows each, horizon 1.
+    y = np.zeros((6, 1, 1))
+    model = np.array([1.0, 1.0, 2.0, 2.0, 4.0, 4.0])[:, None, None]
+    base = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.0])[:, None, None]
+    cycle = np.array([1.0, 3.0, 4.0, 4.0, 4.0, 4.0])[:, None, None]
+    records = np.array(["r0", "r0", "r1", "r1", "r2", "r2"])
+    patients = np.array(["p0", "p0", "p1", "p1", "p1", "p1"])
+    baselines = {"persistence": base, "cycle_median": cycle}
+
+    scores = score_records(y, model, baselines, records, patients, "persistence")
+    by_group = score_groups(y, model, baselines, records, patients,
+                            {"alarm": {"r0": "Asystole", "r1": "Asystole", "r2": "Tachycardia"}},
+                            "persistence", n_boot=50)
+
+    assert [(s.record_id, s.patient_id, s.n_windows) for s in scores] == [
+        ("r0", "p0", 2), ("r1", "p1", 2), ("r2", "p1", 2)]
+    assert [s.mae for s in scores] == [1.0, 2.0, 4.0]
+    assert [s.skill for s in scores] == [0.5, 0.0, -1.0]
+    assert [s.skill_vs_cycle_median for s in scores] == [0.5, 0.5, 0.0]
+    asystole = by_group["alarm"]["Asystole"]
+    assert (asystole.n_records, asystole.n_patients, asystole.n_windows) == (2, 2, 4)
+    assert asystole.mae == 1.5 and asystole.baselines["cycle_median"] == 3.0
+    assert asystole.skill == pytest.approx(0.25) and asystole.skill_vs_cycle_median == 0.5
+    lo, hi = by_group["alarm"]["Tachycardia"].skill_ci95  # one patient: a zero-width interval
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(-1.0)
+
+
+def test_a_report_with_records_has_their_tables_and_the_records_png(tmp_path: Path) -> None:
+    import dataclasses
+
+    from pipelines.evaluation.breakdown import score_groups, score_records
+
+    y, y_model, y_base, patients = _cohort()
+    records = np.array([f"{p}-{i % 2}" for i, p in enumerate(patients)])
+    baselines = {"persistence": y_base, "cycle_median": y_base * 0.9}
+    result = compute_evaluation(y, y_model, baselines, patients, n_boot=50)
+    labels = {"alarm_label": {r: ("true" if r.endswith("0") else "false") for r in records}}
+    result = dataclasses.replace(
+        result, fs=4.0, groups_source="ALARMS",
+        records=score_records(y, y_model, baselines, records, patients, "persistence"),
+        groups=score_groups(y, y_model, baselines, records, patients, labels, "persistence"))
+    examples = ForecastExamples(x=np.zeros((2, 16, 1)), y=y[:2], y_hat=y_model[:2],
+                                target_idx=(0,), baselines={k: b[:2] for k, b in baselines.items()},
+                                fs=4.0, labels=("best record: p00-0\nskill 0.5", "worst"))
+
+    written = write_report(result, tmp_path, examples)
+    md = render_markdown(result)
+
+    assert set(written) == {"evaluation.json", "evaluation.md", "error_by_step.png",
+                            "forecast_examples.png", "records.png"}
+    assert (tmp_path / "records.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Per record (40; skill against persistence)" in md
+    assert "## Per alarm_label (labels from ALARMS)" in md
+    assert "| forecaster | 0.25 s | 0.5 s | 1 s |" in md  # steps 1, 2, 4 of 4 at 4 Hz
+    d = json.loads((tmp_path / "evaluation.json").read_text())
+    assert d["n_records"] == 40 and set(d["groups"]["alarm_label"]) == {"true", "false"}
+    assert set(d["records"][0]) == {"record_id", "patient_id", "n_windows", "mae", "baselines",
+                                    "skill", "skill_vs_cycle_median"}

@@ -9,6 +9,9 @@ Every baseline works on the same windows as the model and returns `y_hat` shaped
   window and per target from the autocorrelation of the input, and the last cycle is repeated.
 - `RidgeAR` (`fit_ridge_ar`): a direct multi-step linear autoregression on the last `n_lags`
   samples of the target channel(s), fitted with scikit-learn's Ridge on training windows.
+- `cycle_median`: the median of cycle-aligned copies of the past, each moved to meet the last
+  sample: the cycle head of `models.cycle` with nothing learned (`cycle_copies` has the maths).
+  Reported beside the others; skill is measured against the best of the three above.
 
 Pure numpy (scikit-learn is imported only when fitting); nothing here touches disk.
 """
@@ -20,7 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.evaluation.cycle_copies import CycleSteps, cycle_median_rows, cycle_steps
+
 TargetIdx = int | Sequence[int]
+__all__ = ["CycleSteps", "RidgeAR", "cycle_median", "cycle_steps", "estimate_periods",
+           "fit_ridge_ar", "last_cycle", "make_baseline_forecasts", "persistence"]
 
 
 def _target_indices(x: np.ndarray, target_idx: TargetIdx) -> np.ndarray:
@@ -151,6 +158,26 @@ def last_cycle(
     return np.moveaxis(out.reshape(batch, idx.size, horizon), 1, 2)
 
 
+def cycle_median(x: np.ndarray, horizon: int, target_idx: TargetIdx,
+                 steps: CycleSteps) -> np.ndarray:
+    """Median of cycle-aligned copies of the past: `(B, T, C)` -> `(B, horizon, targets)`.
+
+    Per window and target: the period by autocorrelation, `steps.n_copies` copies of the past at
+    the best-correlating sub-sample lags near 1, 2, ... periods back, each moved to meet the last
+    sample (fading over `steps.level_decay` samples), their median. The same maths as the
+    `cycle_residual` head with `residual = false` and `cycle_mix = "median"`; nothing is fitted.
+    A flat window gives a flat forecast at its level.
+    """
+    idx = _target_indices(x, target_idx)
+    _check_horizon(horizon)
+    batch, t, _ = x.shape
+    rows = np.moveaxis(x[:, :, idx], 2, 1).reshape(batch * idx.size, t)  # (B*K, T)
+    out = cycle_median_rows(rows, int(horizon), steps.min_lag, steps.max_lag,
+                            steps.search_steps, steps.n_copies, steps.match_steps,
+                            steps.level_decay)  # (B*K, H)
+    return np.moveaxis(out.reshape(batch, idx.size, int(horizon)), 1, 2)
+
+
 @dataclass(frozen=True)
 class RidgeAR:
     """A fitted direct multi-step ridge autoregression; make one with `fit_ridge_ar`.
@@ -229,9 +256,11 @@ def make_baseline_forecasts(
     min_period_s: float | None = None,
     max_period_s: float | None = None,
     ridge: RidgeAR | None = None,
+    cycle: CycleSteps | None = None,
 ) -> Mapping[str, np.ndarray]:
     """Every applicable baseline on the same windows, by name: `persistence` always,
-    `last_cycle` when `fs` and the period range are given, `ridge_ar` when a fitted one is given."""
+    `last_cycle` when `fs` and the period range are given, `ridge_ar` when a fitted one is given,
+    `cycle_median` when its `cycle` settings are given."""
     out: dict[str, np.ndarray] = {"persistence": persistence(x, horizon, target_idx)}
     if fs is not None and min_period_s is not None and max_period_s is not None:
         out["last_cycle"] = last_cycle(x, horizon, target_idx, fs, min_period_s, max_period_s)
@@ -239,4 +268,6 @@ def make_baseline_forecasts(
         if ridge.horizon != horizon:
             raise ValueError(f"ridge was fitted for horizon {ridge.horizon}, asked for {horizon}")
         out["ridge_ar"] = ridge.predict(x)
+    if cycle is not None:
+        out["cycle_median"] = cycle_median(x, horizon, target_idx, cycle)
     return out

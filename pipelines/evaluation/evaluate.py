@@ -1,9 +1,12 @@
 """Evaluation on held-out patients: a forecaster against baselines on exactly the same windows.
 
 `evaluate_forecaster` is the one place where windows of a split are cut, the model and the
-baselines (persistence, last cycle, ridge autoregression fitted on the train split) forecast them,
-and `pipelines.evaluation.metrics.compute_evaluation` scores them with a patient-level bootstrap.
-Used by `pulsecast train` (before publishing) and `pulsecast evaluate` (on a published SavedModel).
+baselines (persistence, last cycle, ridge autoregression fitted on the train split, cycle median)
+forecast them, and `pipelines.evaluation.metrics.compute_evaluation` scores them with a
+patient-level bootstrap; the scores per record and per group of records (`breakdown`, labels from
+`groups`: PhysioNet's ALARMS file) and the account of the windows left out (`left_out`) are
+attached. Used by `pulsecast train` (before publishing) and `pulsecast evaluate` (on a published
+SavedModel).
 
 The ridge baseline is fitted on the model's own training data: `pulsecast train` stores its
 coefficients in the version's metadata (`ridge_to_metadata`, key `ridge_ar`), so scoring a version
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +25,25 @@ import numpy as np
 
 from pipelines.config import EvalConfig
 from pipelines.dataset.contract import Dataset
-from pipelines.evaluation.baselines import RidgeAR, fit_ridge_ar, make_baseline_forecasts
+from pipelines.evaluation.baselines import (
+    CycleSteps,
+    RidgeAR,
+    cycle_steps,
+    fit_ridge_ar,
+    make_baseline_forecasts,
+)
+from pipelines.evaluation.breakdown import RecordScore, score_groups, score_records
+from pipelines.evaluation.groups import read_dataset_groups
+from pipelines.evaluation.left_out import (
+    LeftOut,
+    describe_left_out,
+    read_left_out,
+    summarize_left_out,
+)
 from pipelines.evaluation.metrics import Evaluation, compute_evaluation
 from pipelines.evaluation.report import ForecastExamples, write_report
 from pipelines.windows.batcher import WindowBatcher
-from pipelines.windows.spec import WindowSpec
+from pipelines.windows.spec import NoWindowsError, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +60,8 @@ class EvalWindows:
     y: np.ndarray  # (n, horizon, targets)
     patient_ids: np.ndarray  # (n,) str
     n_excluded: int = 0  # windows of the split left out as still (spec.max_still_fraction)
+    record_ids: np.ndarray | None = None  # (n,) str
+    left_out: LeftOut | None = None  # every reason a window was not scored (`account=True`)
 
 
 def target_positions(spec: WindowSpec) -> list[int]:
@@ -57,17 +76,25 @@ def target_positions(spec: WindowSpec) -> list[int]:
 
 
 def load_eval_windows(
-    dataset: Dataset, spec: WindowSpec, split: str, max_windows: int
+    dataset: Dataset, spec: WindowSpec, split: str, max_windows: int, account: bool = False
 ) -> EvalWindows:
     """Cut every window of `split` and keep at most `max_windows`, evenly spaced (deterministic).
 
     Windows the spec leaves out as still (`spec.max_still_fraction`: a flat line, a calibration
     square wave) are left out for the model and every baseline alike, counted in `n_excluded`.
+    With `account`, `left_out` says why every other window was not scored too (gaps, records too
+    short, subsampling), and a split without windows raises with that account in the message.
     """
     records = dataset.records(split)
     if not records:
         raise ValueError(f"split {split!r} of dataset {dataset.root} has no records")
-    batcher = WindowBatcher(dataset, spec, split=split, shuffle=False)
+    try:
+        batcher = WindowBatcher(dataset, spec, split=split, shuffle=False)
+    except NoWindowsError as err:
+        if not account:
+            raise
+        left = read_left_out(dataset, spec, split, records, {}, 0, max_windows)
+        raise NoWindowsError("\n".join([str(err), *describe_left_out(left.to_dict())])) from None
     windows = batcher.index.windows  # (n, 2): (record position, start), in record order
     n = len(windows)
     pick = np.unique(np.linspace(0, n - 1, num=min(n, max_windows)).round().astype(np.int64))
@@ -80,7 +107,15 @@ def load_eval_windows(
     if batcher.index.n_still:
         log.info("%d %s windows left out as still (target still on > %g of its steps)",
                  batcher.index.n_still, split, spec.max_still_fraction)
-    return EvalWindows(x=x, y=y, patient_ids=patients, n_excluded=batcher.index.n_still)
+    left = None
+    if account:
+        kept = np.bincount(windows[:, 0], minlength=len(rec_ids))
+        left = read_left_out(dataset, spec, split, rec_ids,
+                             dict(zip(rec_ids, kept.tolist(), strict=True)), len(chosen),
+                             max_windows)
+    return EvalWindows(x=x, y=y, patient_ids=patients, n_excluded=batcher.index.n_still,
+                       record_ids=np.array([rec_ids[int(r)] for r in chosen[:, 0]]),
+                       left_out=left)
 
 
 def fit_baselines(dataset: Dataset, spec: WindowSpec, cfg: EvalConfig, split: str = "train"):
@@ -131,6 +166,18 @@ def predict_batched(
     return {name: np.concatenate(v) for name, v in parts.items()}
 
 
+def cycle_median_steps(cfg: EvalConfig, spec: WindowSpec, fs: float) -> CycleSteps | None:
+    """The `cycle_median` settings of `[evaluate]` at `fs`; None (with a warning) when the window
+    cannot hold a cycle of `min_period_s`."""
+    try:
+        return cycle_steps(fs, spec.input_steps, cfg.min_period_s, cfg.max_period_s,
+                           cfg.cycle_search_s, cfg.cycle_match_s, cfg.cycle_candidates,
+                           cfg.cycle_level_decay_s)
+    except ValueError as err:
+        log.warning("cycle_median baseline skipped: %s", err)
+        return None
+
+
 def evaluate_forecaster(
     forecaster: Forecaster,
     dataset: Dataset,
@@ -141,9 +188,17 @@ def evaluate_forecaster(
     quantiles: tuple[float, ...] = (),
     seed: int = 0,
     ridge=None,
+    groups: Mapping[str, Mapping[str, str]] | None = None,
+    groups_source: str | None = None,
 ) -> tuple[Evaluation, ForecastExamples]:
-    """Score `forecaster` and the baselines on the windows of `split` (held-out patients)."""
-    windows = load_eval_windows(dataset, spec, split, cfg.max_windows)
+    """Score `forecaster` and the baselines on the windows of `split` (held-out patients).
+
+    `groups` (`{grouping: {record_id: group}}`) defaults to the labels `read_dataset_groups`
+    finds for the dataset (PhysioNet's ALARMS file in its raw folder); `{}` scores no groups.
+    The examples are one window of the best, the median and the worst record by skill.
+    """
+    windows = load_eval_windows(dataset, spec, split, cfg.max_windows, account=True)
+    log.info("%s", summarize_left_out(windows.left_out.to_dict()))
     idx = target_positions(spec)
     if ridge is None:
         ridge = fit_baselines(dataset, spec, cfg)
@@ -160,20 +215,53 @@ def evaluate_forecaster(
     baselines = make_baseline_forecasts(
         windows.x, spec.horizon, idx, fs=dataset.fs if cycle_ok else None,
         min_period_s=cfg.min_period_s, max_period_s=max_period_s, ridge=ridge,
+        cycle=cycle_median_steps(cfg, spec, dataset.fs),
     )
     result = compute_evaluation(
         windows.y, y_hat, baselines, windows.patient_ids,
         quantiles=quantiles or None, q_hat=outputs.get("quantiles"), n_boot=cfg.n_boot, seed=seed,
     )
-    result = dataclasses.replace(result, n_windows_excluded=windows.n_excluded,
-                                 max_still_fraction=spec.max_still_fraction)
-    k = min(8, len(windows.x))
+    best = result.best_baseline
+    records = score_records(windows.y, y_hat, baselines, windows.record_ids,
+                            windows.patient_ids, best)
+    if groups is None:
+        groups, groups_source = read_dataset_groups(dataset)
+    by_group = score_groups(windows.y, y_hat, baselines, windows.record_ids, windows.patient_ids,
+                            groups, best, n_boot=cfg.n_boot, seed=seed)
+    result = dataclasses.replace(
+        result, n_windows_excluded=windows.n_excluded, max_still_fraction=spec.max_still_fraction,
+        fs=dataset.fs, records=records, groups=by_group,
+        groups_source=groups_source if by_group else None, left_out=windows.left_out)
+    rows, labels = record_examples(records, windows.record_ids, windows.y, y_hat)
     examples = ForecastExamples(
-        x=windows.x[:k], y=windows.y[:k], y_hat=y_hat[:k], target_idx=idx,
-        baselines={name: b[:k] for name, b in baselines.items()},
-        target_names=spec.targets, fs=dataset.fs,
+        x=windows.x[rows], y=windows.y[rows], y_hat=y_hat[rows], target_idx=idx,
+        baselines={name: b[rows] for name, b in baselines.items()},
+        target_names=spec.targets, fs=dataset.fs, labels=labels,
     )
     return result, examples
+
+
+def record_examples(records: tuple[RecordScore, ...], record_ids: np.ndarray, y: np.ndarray,
+                    y_hat: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Rows of one window each of the best, median and worst record by skill, and their labels.
+
+    Within a record the window of median model error is drawn: a typical window, not a lucky
+    one. A record appears once (one record: one window).
+    """
+    ranked = sorted((r for r in records if np.isfinite(r.skill)), key=lambda r: -r.skill)
+    if not ranked:
+        ranked = list(records)
+    picks = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
+    err = np.nan_to_num(np.abs(y_hat - y)).mean(axis=(1, 2))  # (n,); unknown truth: 0
+    rows, labels, seen = [], [], set()
+    for which, rec in picks.items():
+        if rec.record_id in seen:
+            continue
+        seen.add(rec.record_id)
+        mine = np.flatnonzero(record_ids == rec.record_id)
+        rows.append(int(mine[np.argsort(err[mine], kind="stable")[len(mine) // 2]]))
+        labels.append(f"{which} record: {rec.record_id}\nskill {rec.skill:.3f}")
+    return np.array(rows, dtype=np.int64), tuple(labels)
 
 
 def write_evaluation(result: Evaluation, examples: ForecastExamples, out_dir: Path) -> dict:

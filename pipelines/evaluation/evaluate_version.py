@@ -27,6 +27,7 @@ from pipelines.evaluation.evaluate import (
     ridge_from_metadata,
     write_evaluation,
 )
+from pipelines.evaluation.groups import read_dataset_groups
 from pipelines.windows.spec import WindowSpec
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,15 @@ def version_ridge(meta: VersionMetadata | Mapping[str, Any], spec: WindowSpec, c
 
 def evaluate_version(model_store: Path, model_name: str, version: int | None, dataset_dir: Path,
                      split: str, out_dir: Path | None,
-                     max_still_fraction: float | None = None) -> tuple[dict, Path]:
+                     max_still_fraction: float | None = None,
+                     groups_file: Path | None = None) -> tuple[dict, Path]:
+    """Score version `version` (None: the newest) of `model_name` on `split` of a dataset.
+
+    Writes the report into `out_dir` (default `runs/<model>/evaluate-v<N>-<split>`) and returns
+    the evaluation's JSON form with `model_name`, `version` and `split`. `groups_file`
+    (`record,alarm,label` or `record,group` lines) labels records for the per-group scores;
+    without it an `ALARMS` file in the dataset's raw folder is used when there is one.
+    """
     from models import store
 
     base = store.model_base_path(model_store, model_name)
@@ -115,10 +124,14 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     if abs(dataset.fs - meta.fs) > 1e-9:
         raise ValueError(f"dataset {dataset_dir} is at {dataset.fs} Hz, model {model_name} "
                          f"v{version} needs {meta.fs} Hz")
+    groups, source = read_dataset_groups(dataset, groups_file)  # a bad file fails here, early
+    if groups_file is not None and not groups:
+        log.warning("groups file %s names none of the records of %s", groups_file, dataset_dir)
     ridge = version_ridge(meta, spec, recipe.evaluate, dataset_dir)
     result, examples = evaluate_forecaster(
         load_serving_forecaster(vdir), dataset, spec, recipe.evaluate, split=split,
-        quantiles=meta.quantiles, seed=recipe.train.seed, ridge=ridge)
+        quantiles=meta.quantiles, seed=recipe.train.seed, ridge=ridge, groups=groups,
+        groups_source=source)
     out_dir = out_dir or Path("runs") / model_name / f"evaluate-v{version}-{split}"
     write_evaluation(result, examples, out_dir)
     out = result.to_dict()

@@ -6,8 +6,12 @@ every metric; a NaN forecast where the truth is known makes the metric NaN, so a
 never looks good.
 
 `compute_evaluation` assembles an `Evaluation`; `Evaluation.to_dict()` is the JSON that
-`pulsecast evaluate --json` prints. Pure numpy, no disk: rendering and writing the report is
-`pipelines.evaluation.report`.
+`pulsecast evaluate --json` prints. Skill is measured against the best of the baselines a model
+has to beat (persistence, last cycle, ridge AR: every baseline but those in `REPORTED_ONLY`);
+`cycle_median` gets its own skill and interval beside it. The per-record and per-group scores
+(`pipelines.evaluation.breakdown`) and the left-out accounting (`pipelines.evaluation.left_out`)
+are attached to the `Evaluation` by `pipelines.evaluation.evaluate`. Pure numpy, no disk:
+rendering and writing the report is `pipelines.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from pipelines.evaluation.bootstrap import abs_error_sums, bootstrap_skill_ci
+
+__all__ = ["CYCLE_MEDIAN", "REPORTED_ONLY", "ErrorSummary", "Evaluation", "abs_error_sums",
+           "bootstrap_skill_ci", "compute_evaluation", "interval_coverage", "mae",
+           "mae_per_step", "pinball_loss", "rmse", "skill", "summarize_errors"]
+
+# Baselines reported beside the others but never the "best baseline" skill is measured against:
+# the cycle median is the signal processing a learned cycle model builds on (issue 16), so a
+# model is judged against the classic three and, separately, against it.
+REPORTED_ONLY: tuple[str, ...] = ("cycle_median",)
+CYCLE_MEDIAN = "cycle_median"
 
 
 def _check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
@@ -86,68 +103,6 @@ def skill(mae_model: float, mae_baseline: float) -> float:
     return 1.0 - mae_model / mae_baseline
 
 
-def _abs_error_by_patient(
-    y: np.ndarray,
-    y_hat: np.ndarray,
-    codes: np.ndarray,
-    n_patients: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of absolute errors and count of known values per patient: two `(n_patients,)` arrays."""
-    known = np.isfinite(y)
-    err = np.where(known, np.abs(y_hat - y), 0.0).reshape(len(y), -1).sum(axis=1)
-    count = known.reshape(len(y), -1).sum(axis=1)
-    return (
-        np.bincount(codes, weights=err, minlength=n_patients),
-        np.bincount(codes, weights=count, minlength=n_patients),
-    )
-
-
-def bootstrap_skill_ci(
-    y: np.ndarray,
-    y_hat: np.ndarray,
-    y_baseline: np.ndarray,
-    patient_ids: Sequence[str] | np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the skill against one baseline, resampling PATIENTS.
-
-    Windows of one patient are correlated, so the unit of resampling is the patient: each replicate
-    draws patients with replacement and recomputes both pooled MAEs over all their windows.
-    Deterministic for a given `seed`. `patient_ids` has one entry per window.
-    """
-    _check_pair(y, y_hat)
-    _check_pair(y, y_baseline)
-    ids = np.asarray(patient_ids)
-    if ids.shape != (len(y),):
-        raise ValueError(f"patient_ids must have one entry per window ({len(y)}), got {ids.shape}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    _, codes = np.unique(ids, return_inverse=True)
-    n_patients = int(codes.max()) + 1 if codes.size else 0
-    if n_patients == 0:
-        raise ValueError("bootstrap_skill_ci needs at least one window")
-    err_model, count = _abs_error_by_patient(y, y_hat, codes, n_patients)
-    err_base, _ = _abs_error_by_patient(y, y_baseline, codes, n_patients)
-
-    rng = np.random.default_rng(seed)
-    # How many times each patient is drawn in each replicate: (n_boot, n_patients).
-    weight = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mae_model = (weight @ err_model) / (weight @ count)
-        mae_base = (weight @ err_base) / (weight @ count)
-        skills = 1.0 - mae_model / mae_base
-    skills = skills[np.isfinite(skills)]
-    if skills.size == 0:
-        return (math.nan, math.nan)
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(skills, [tail, 100.0 - tail])
-    return (float(lo), float(hi))
-
-
 @dataclass(frozen=True)
 class ErrorSummary:
     """Point errors of one forecaster over the evaluation windows (physical units)."""
@@ -184,11 +139,20 @@ class Evaluation:
     quantile_metrics: Mapping[str, object] = field(default_factory=dict)
     n_windows_excluded: int = 0  # left out as still ([window] max_still_fraction)
     max_still_fraction: float = 1.0
+    skill_vs_cycle_median: float | None = None  # None: no cycle_median baseline
+    skill_vs_cycle_median_ci95: tuple[float, float] | None = None
+    skill_baselines: tuple[str, ...] = ()  # the baselines the best one was chosen among
+    fs: float | None = None  # Hz: mae_per_step step k is (k + 1) / fs seconds ahead
+    records: tuple[Any, ...] = ()  # breakdown.RecordScore per scored record
+    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # breakdown.GroupScore
+    groups_source: str | None = None  # where the group labels came from
+    left_out: Any = None  # left_out.LeftOut: which windows were not scored, and why
 
     def to_dict(self) -> dict:
         """Plain JSON types; NaN (a metric with no known value) becomes None (null)."""
         model = self.model.to_dict()
         model.update(self.quantile_metrics)
+        ci_cm = self.skill_vs_cycle_median_ci95
         return _json_safe(
             {
                 "model": model,
@@ -202,6 +166,16 @@ class Evaluation:
                 "seed": self.seed,
                 "n_windows_excluded": self.n_windows_excluded,
                 "max_still_fraction": self.max_still_fraction,
+                "skill_baselines": list(self.skill_baselines),
+                "skill_vs_cycle_median": self.skill_vs_cycle_median,
+                "skill_vs_cycle_median_ci95": list(ci_cm) if ci_cm is not None else None,
+                "fs": self.fs,
+                "n_records": len(self.records),
+                "records": [r.to_dict() for r in self.records],
+                "groups": {k: {g: s.to_dict() for g, s in v.items()}
+                           for k, v in self.groups.items()},
+                "groups_source": self.groups_source,
+                "left_out": self.left_out.to_dict() if self.left_out is not None else None,
             }
         )
 
@@ -231,10 +205,12 @@ def compute_evaluation(
 ) -> Evaluation:
     """Score the model and every baseline on the same windows; skill against the best baseline.
 
-    The best baseline is the one with the lowest MAE over all windows; the 95% interval of the
-    skill comes from `bootstrap_skill_ci` against that baseline. With `quantiles` and `q_hat`
-    `(batch, horizon, targets, n_quantiles)`, the model entry also gets `pinball` (per quantile)
-    and `interval` (coverage of [lowest, highest] quantile against its nominal level).
+    The best baseline is the one with the lowest MAE over all windows among those not in
+    `REPORTED_ONLY` (all of them when only such are given); the 95% interval of the skill comes
+    from `bootstrap_skill_ci` against that baseline. With a `cycle_median` baseline, the skill
+    against it and its interval are reported too (`skill_vs_cycle_median`). With `quantiles` and
+    `q_hat` `(batch, horizon, targets, n_quantiles)`, the model entry also gets `pinball` (per
+    quantile) and `interval` (coverage of [lowest, highest] quantile against its nominal level).
     """
     if not baselines:
         raise ValueError("compute_evaluation needs at least one baseline, got none")
@@ -243,8 +219,17 @@ def compute_evaluation(
     finite = {name: s.mae for name, s in base.items() if np.isfinite(s.mae)}
     if not finite:
         raise ValueError(f"every baseline MAE is NaN: {sorted(base)}")
-    best = min(finite, key=finite.__getitem__)
+    eligible = [name for name in base if name not in REPORTED_ONLY] or list(base)
+    among = {name: m for name, m in finite.items() if name in eligible} or finite
+    best = min(among, key=among.__getitem__)
     ci = bootstrap_skill_ci(y, y_hat, baselines[best], patient_ids, n_boot=n_boot, seed=seed)
+    vs_cm: float | None = None
+    ci_cm: tuple[float, float] | None = None
+    cm = base.get(CYCLE_MEDIAN)
+    if cm is not None and cm.mae > 0:  # NaN or 0: no skill to report
+        vs_cm = skill(model.mae, cm.mae)
+        ci_cm = bootstrap_skill_ci(y, y_hat, baselines[CYCLE_MEDIAN], patient_ids,
+                                   n_boot=n_boot, seed=seed)
     extra: dict[str, object] = {}
     if quantiles is not None and q_hat is not None:
         qs = [float(q) for q in quantiles]
@@ -268,4 +253,7 @@ def compute_evaluation(
         n_bootstrap=int(n_boot),
         seed=int(seed),
         quantile_metrics=extra,
+        skill_vs_cycle_median=vs_cm,
+        skill_vs_cycle_median_ci95=ci_cm,
+        skill_baselines=tuple(eligible),
     )
