@@ -1,7 +1,9 @@
 """Sources: where raw WFDB records come from, written untouched into `data/raw/<source>/`.
 
-- `pull`: PhysioNet (or any mirror in its layout) over HTTP, the one networked module; each file
-  is streamed beside its target and renamed into place (`pipelines.atomic`).
+- `pull`: PhysioNet, or any mirror in its layout (an http(s) URL, a local folder or a `file://`
+  URL), the one networked module; each file is checked against the database's `SHA256SUMS` when
+  it has one and renamed into place (`pipelines.atomic`); `ALARMS`, `README` and `LICENSE` come
+  along.
 - `synth`: the synthetic cohort as real WFDB files (the offline default), staged and renamed
   into place; `physiology` draws each patient's physiology and `waveforms` generates its signals
   (pure numpy).
