@@ -12,13 +12,26 @@ on keep-alive connections of an asyncio client, requests serialized once), all o
   itself would run): latency at batch 1, forecasts/s at batch 64.
 - `naive`: a FastAPI app calling `model.predict` per request, served by uvicorn in a
   subprocess: p50 at batch 1, throughput at 64 concurrent clients.
+- `cold`: cold start, on the ecg recipe's model (`configs/ecg.toml`, built untrained and exported
+  as pulsecast exports it; `--cold-model reference` takes the model above). `cold_start_s`: wall
+  time from launching `pulsecast serve` as a subprocess to its first 200 on `:predict`;
+  `bare_load_s`: wall time from launching a fresh Python that imports TensorFlow, loads the same
+  SavedModel with `tf.saved_model.load` and calls `serving_default` once, to that answer. Also
+  `xla_ready_s` (launch to the XLA runtime verified, in the background) and the batch-1 p50 of
+  the cold server before and after that swap.
 
 The goals: `http_p50_vs_inprocess` (http p50 / in-process p50) <= 1/3, `rps_64_vs_batch64`
-(rps at 64 clients / in-process batch-64 forecasts/s) >= 0.5, and `rps_64_vs_naive` as large as
-it gets. The report ends with one JSON line. Run it as a script:
+(rps at 64 clients / in-process batch-64 forecasts/s) >= 0.5, `rps_64_vs_naive` as large as
+it gets, and `cold_start_s <= 1.5 * bare_load_s + 2` (`cold_start_ok`). The report ends with one
+JSON line. Run it as a script:
 
-    python bench/serve.py                 # ~2 minutes
-    python bench/serve.py --quick         # ~40 s, rougher numbers
+    python bench/serve.py                 # ~3 minutes
+    python bench/serve.py --quick         # ~1.5 min, rougher numbers
+    python bench/serve.py --paths cold    # cold start only (~1.5 min on 2 cores: waits for XLA)
+
+The `http` measurements start once the server's XLA runtime is verified (`pulsecast serve`
+compiles it in the background after the version is AVAILABLE; until then the SavedModel
+answers).
 """
 
 from __future__ import annotations
@@ -78,6 +91,22 @@ async def predict(request: Request) -> dict:
 '''
 
 
+BARE_LOAD = '''
+"""A bare TensorFlow process: import, load the SavedModel, call serving_default once."""
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = fn(signal=tf.constant(np.load(sys.argv[2])))
+print("answered", {k: v.numpy().shape for k, v in out.items()}, flush=True)
+'''
+XLA_START = "compiling the XLA runtime in the background"
+XLA_SETTLED = ("XLA runtime verified in", "serving the SavedModel", "no XLA runtime",
+               "XLA compile cancelled")
+
+
 # ---------------------------------------------------------------------------------- the model
 
 
@@ -113,6 +142,42 @@ def publish_model(model: Any, store: Path, x: np.ndarray) -> Path:
     version = store / MODEL_NAME / "1"
     export_savedmodel(model, version, metadata, x[:8])
     return version
+
+
+def publish_ecg_model(store: Path) -> tuple[Path, np.ndarray]:
+    """The ecg recipe's model (configs/ecg.toml: 1000 steps in, 125 out, cycle-residual head),
+    untrained, exported as `pulsecast train` exports it (4 warmup windows of lead II from the
+    synthetic cohort's first patient) as version 1 of `<store>/ecg`; returns the version folder
+    and a (1, 1000, 1) request window (another window of the same patient)."""
+    import tomllib
+
+    from models.architectures import build_model as build_recipe_model
+    from models.export import export_savedmodel
+    from models.spec import model_spec_from_config
+    from pipelines.sources.physiology import make_patient_spec
+    from pipelines.sources.waveforms import make_patient_signals
+
+    config = tomllib.loads((REPO / "configs" / "ecg.toml").read_text(encoding="utf-8"))
+    spec = model_spec_from_config(config)
+    model = build_recipe_model(spec)
+    fs = float(config["data"]["fs"])
+    lead = make_patient_signals(make_patient_spec(0, 0), seed=0, minutes=3.0,
+                                fs=fs).waveforms["II"]
+    steps = spec.input_steps
+    windows = [lead[i:i + steps] for i in range(0, len(lead) - steps, steps // 2)]
+    windows = [w for w in windows if np.isfinite(w).all()][:5]  # no gap inside
+    if len(windows) < 5:
+        raise RuntimeError("the synthetic patient has fewer than 5 gap-free ecg windows")
+    x = np.stack(windows).astype(np.float32)[..., None]  # (5, steps, 1)
+    metadata = {
+        "model_name": "ecg", "channels": ["II"], "targets": ["II"], "units": ["mV"],
+        "target_units": ["mV"], "fs": fs, "input_steps": spec.input_steps,
+        "horizon": spec.horizon, "quantiles": [], "parent_version": None,
+        "config": {"name": "ecg"},
+    }
+    version = store / "ecg" / "1"
+    export_savedmodel(model, version, metadata, x[:4])
+    return version, x[4:]
 
 
 # ------------------------------------------------------------------------------ load clients
@@ -360,6 +425,7 @@ def _http_part(store: Path, workdir: Path, body: bytes, args: argparse.Namespace
     proc, port, log = start_pulsecast(base, store, workdir, shlex.split(args.server_args))
     path = f"/v1/models/{MODEL_NAME}:predict"
     try:
+        _wait_xla(log, proc)  # measure the runtime the server settles on, not the first minute
         run_load(port, path, body, 1, 0, max_requests=args.warmup)
         seq = run_load(port, path, body, 1, 0, max_requests=args.requests)
         out = {"http_p50_ms": seq["p50_ms"], "http_p99_ms": seq["p99_ms"]}
@@ -395,6 +461,137 @@ def _naive_part(model_path: Path, workdir: Path, body: bytes, args: argparse.Nam
     return {"naive_p50_ms": seq["p50_ms"], "naive_rps_64": load["rps"]}
 
 
+def _wait_xla(log: Path, proc: subprocess.Popen, timeout_s: float = 600.0) -> bool:
+    """Wait for the server's background XLA job to settle (verified, rejected or none); False
+    when it never started one (`--runtime savedmodel`, or not a pulsecast model)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = _tail(log, 1 << 20)
+        if XLA_START not in text:
+            return False
+        if any(marker in text for marker in XLA_SETTLED):
+            return True
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"XLA runtime not settled after {timeout_s} s:\n{_tail(log)}")
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def _p50_ms(port: int, path: str, body: bytes, n: int = 30) -> float:
+    """Median of `n` sequential keep-alive requests, after 3 unmeasured ones."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    lat = []
+    try:
+        for i in range(n + 3):
+            t0 = time.perf_counter()
+            status, data = _post(conn, path, body)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {data[:300]!r}")
+            if i >= 3:
+                lat.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return float(np.median(lat) * 1000.0)
+
+
+def measure_bare_load(version: Path, window: np.ndarray, workdir: Path) -> float:
+    """Seconds from launching a fresh `python` to its one `serving_default` answer (BARE_LOAD)."""
+    script, npy = workdir / "bare_load.py", workdir / "bare_window.npy"
+    script.write_text(BARE_LOAD, encoding="utf-8")
+    np.save(npy, window)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(script), str(version), str(npy)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(),
+                            cwd=workdir, text=True)
+    try:
+        line = proc.stdout.readline()
+        elapsed = time.perf_counter() - t0
+        if not line.startswith("answered"):
+            raise RuntimeError(f"bare load failed (exit {proc.wait()}): {line!r}")
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=60)
+    return elapsed
+
+
+def measure_cold_start(base: list[str], store: Path, model_name: str, window: np.ndarray,
+                       workdir: Path, extra: list[str]) -> dict:
+    """Launch `pulsecast serve` and POST `:predict` every 50 ms until the first 200: seconds
+    from launch to that answer; then the batch-1 p50 at once (SavedModel) and, once the
+    background XLA job settles, again (`xla_ready_s` from launch)."""
+    rest_port, grpc_port = free_port(), free_port()
+    log = workdir / f"pulsecast-cold-{model_name}.log"
+    path = f"/v1/models/{model_name}:predict"
+    body = _body(window)
+    cmd = [*base, "serve", "--model_name", model_name,
+           "--model_base_path", str(store / model_name),
+           "--rest_api_port", str(rest_port), "--port", str(grpc_port), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=_env(),
+                            cwd=workdir)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log)}")
+            if time.perf_counter() - t0 > READY_TIMEOUT_S:
+                raise RuntimeError(f"no 200 after {READY_TIMEOUT_S} s:\n{_tail(log)}")
+            conn = http.client.HTTPConnection(HOST, rest_port, timeout=READY_TIMEOUT_S)
+            try:
+                status, data = _post(conn, path, body)
+            except OSError:
+                status = None
+            finally:
+                conn.close()
+            if status == 200:
+                cold = time.perf_counter() - t0
+                break
+            if status not in (None, 404, 503):
+                raise RuntimeError(f"HTTP {status} before the first 200: {data[:300]!r}")
+            time.sleep(0.05)
+        out = {"cold_start_s": cold, "cold_first_p50_ms": _p50_ms(rest_port, path, body)}
+        if _wait_xla(log, proc):
+            out["xla_ready_s"] = time.perf_counter() - t0
+            out["cold_xla_p50_ms"] = _p50_ms(rest_port, path, body)
+            verified = "XLA runtime verified in" in _tail(log, 1 << 20)
+            out["xla_outcome"] = "verified" if verified else "not adopted (see the log)"
+    except Exception:
+        print(_tail(log), file=sys.stderr)
+        raise
+    finally:
+        _stop(proc)
+    return out
+
+
+def _cold_part(store: Path, workdir: Path, reference: tuple[Path, np.ndarray],
+               args: argparse.Namespace) -> dict:
+    base = pulsecast_command()
+    if base is None:
+        print("cold: `pulsecast serve` is not available yet; skipped", flush=True)
+        return {}
+    if args.cold_model == "ecg":
+        version, window = publish_ecg_model(store)
+    else:
+        version, window = reference
+    name = version.parent.name
+    bare = measure_bare_load(version, window, workdir)
+    print(f"cold: bare TF process (import, load, one call) {bare:.2f} s", flush=True)
+    out = measure_cold_start(base, store, name, window, workdir, shlex.split(args.server_args))
+    goal = 1.5 * bare + 2.0
+    print(f"cold: pulsecast serve first 200 after {out['cold_start_s']:.2f} s (goal <= "
+          f"{goal:.2f} s: {'met' if out['cold_start_s'] <= goal else 'NOT met'}); batch-1 p50 "
+          f"{out['cold_first_p50_ms']:.2f} ms at once"
+          + (f", {out['cold_xla_p50_ms']:.2f} ms once the XLA job settled at "
+             f"{out['xla_ready_s']:.1f} s (XLA {out['xla_outcome']})"
+             if "xla_ready_s" in out else ""), flush=True)
+    return {**out, "bare_load_s": bare, "cold_model": name}
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
@@ -406,8 +603,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=500,
                    help="sequential requests for the latency percentiles")
     p.add_argument("--warmup", type=int, default=50, help="requests before each measurement")
-    p.add_argument("--paths", default="http,inprocess,naive",
-                   help="comma-separated subset of http,inprocess,naive")
+    p.add_argument("--paths", default="cold,http,inprocess,naive",
+                   help="comma-separated subset of cold,http,inprocess,naive")
+    p.add_argument("--cold-model", choices=("ecg", "reference"), default="ecg",
+                   help="the model of the cold-start measurement: the ecg recipe's (default) "
+                        "or the reference LSTM the other paths serve")
     p.add_argument("--server-args", default="",
                    help="extra `pulsecast serve` flags, e.g. '--enable_batching'")
     p.add_argument("--client-processes", type=int, default=MAX_CLIENT_PROCESSES,
@@ -440,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
         body = _body(x[:1])
         print(f"model published at {version} ({platform.machine()}, {os.cpu_count()} CPUs)",
               flush=True)
+        if "cold" in paths:  # first: nothing else of the bench has warmed anything but the disk
+            results.update(_cold_part(store, workdir, (version, x[:1]), args))
         if "inprocess" in paths:
             inproc = bench_inprocess(version, x, args.seconds, args.requests)
             results["savedmodel_inprocess_ms"] = inproc["p50_ms"]
@@ -462,6 +664,15 @@ def main(argv: list[str] | None = None) -> int:
                                              report["savedmodel_inprocess_ms"])
     report["rps_64_vs_batch64"] = _ratio(report["rps_64"], report["savedmodel_batch64_rps"])
     report["rps_64_vs_naive"] = _ratio(report["rps_64"], report["naive_rps_64"])
+    for key in ("cold_start_s", "bare_load_s", "xla_ready_s", "cold_first_p50_ms",
+                "cold_xla_p50_ms"):
+        report[key] = round(results[key], 3) if results.get(key) is not None else None
+    report["cold_start_vs_bare"] = _ratio(report["cold_start_s"], report["bare_load_s"])
+    if report["cold_start_s"] is not None and report["bare_load_s"] is not None:
+        report["cold_start_goal_s"] = round(1.5 * report["bare_load_s"] + 2.0, 3)
+        report["cold_start_ok"] = report["cold_start_s"] <= report["cold_start_goal_s"]
+    report["cold_model"] = results.get("cold_model")
+    report["xla_outcome"] = results.get("xla_outcome")
     report["cpus"] = os.cpu_count()
     report["server_args"] = args.server_args
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -149,3 +149,23 @@ def test_too_short_a_signal_names_the_seconds_needed():
     req = fc.parse_forecast_request({"signal": {"II": [1, 2]}, "fs": 50})
     with pytest.raises(ServingError, match=r"needs at least 0.080 s \(4 samples at 50 Hz\)"):
         fc.make_window(req, META)
+
+
+def test_docs_load_swagger_ui_from_this_server_not_a_cdn():
+    import re
+
+    with client() as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        urls = re.findall(r'<(?:script|link)\b[^>]*?(?:src|href)="([^"]+)"', page.text)
+        assert len(urls) == 2, urls  # the stylesheet and the bundle
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), url
+            r = c.get(url)
+            assert r.status_code == 200, url
+            kind = "css" if url.endswith(".css") else "javascript"
+            assert kind in r.headers["content-type"]
+            assert len(r.content) > 10_000  # the real Swagger UI file, not a stub
+        assert b"SwaggerUIBundle" in c.get("/docs/swagger-ui-bundle.js").content
+        assert c.get("/openapi.json").json()["openapi"].startswith("3.1")
+        assert c.get("/docs/index.html").status_code == 404  # only the two files are served

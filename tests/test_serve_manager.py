@@ -414,3 +414,56 @@ def test_loading_a_version_freezes_the_heap_for_the_collector(tmp_path: Path) ->
     finally:
         manager.stop()
         gc.unfreeze()
+
+
+@pytest.mark.slow
+def test_a_version_is_available_before_its_xla_runtime_and_unloads_cleanly_mid_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SavedModel serves as soon as the version is AVAILABLE while XLA compiles in the
+    background (held here); the swap keeps the answers; unloading mid-compile is clean."""
+    pytest.importorskip("tensorflow")
+    from serve_models import write_pulsecast_lstm
+
+    import serve.runtime.xla
+
+    release = {1: threading.Event(), 2: threading.Event()}
+    held = {1: threading.Event(), 2: threading.Event()}
+    original = serve.runtime.xla.XlaPredict.mark_ready
+
+    def mark_ready(self, size: int) -> None:  # hold each version's job before bucket 1 goes live
+        version = int(threading.current_thread().name.rsplit("-", 1)[1])
+        if size == 1:
+            held[version].set()
+            assert release[version].wait(60)
+        original(self, size)
+
+    monkeypatch.setattr(serve.runtime.xla.XlaPredict, "mark_ready", mark_ready)
+    base = tmp_path / "m"
+    write_pulsecast_lstm(base / "1")
+    manager = ModelManager([ModelConfig("m", base)], poll_wait_s=0, auto_batching=32)
+    x = np.random.default_rng(3).standard_normal((3, 16, 1)).astype(np.float32)
+    try:
+        manager.start()
+        assert _states(manager) == {1: "AVAILABLE"} and held[1].wait(60)
+        with manager.acquire("m") as servable:
+            assert servable.runtime == "savedmodel"  # the first answer comes from the SavedModel
+            before = servable.predict("", {"signal": x})["forecast"]
+            release[1].set()
+            assert servable.wait_for_runtime(120) == "xla"  # adopted eventually
+            after = servable.predict("", {"signal": x})["forecast"]
+        np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)
+        write_pulsecast_lstm(base / "2", seed=1)
+        manager.poll_once()  # v2 AVAILABLE (its compile held), v1 unloaded
+        assert _states(manager) == {2: "AVAILABLE", 1: "END"} and held[2].wait(60)
+        with manager.acquire("m") as servable:
+            assert servable.version == 2 and servable.runtime == "savedmodel"
+            assert servable.predict("", {"signal": x})["forecast"].shape == (3, 4, 1)
+    finally:
+        release[1].set()
+        threading.Timer(0.3, release[2].set).start()  # the step in progress ends later
+        manager.stop()  # unloads v2 while its compile is held: waits for the step, cancels
+    assert _states(manager) == {2: "END", 1: "END"}
+    leaked = [t.name for t in threading.enumerate()
+              if t.name.startswith(("xla-compile-m-", "autobatch-m-"))]
+    assert leaked == []

@@ -4,6 +4,8 @@ semantics and error texts, warmup replay, and the verified XLA runtime for pulse
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +108,11 @@ def test_inputs_of_the_wrong_kind_or_shape_are_invalid_argument_not_crashes(hp) 
         "Expects arg[b] to be int64 but double is provided"
     )
     assert _error(hp.predict, "tagged", {"text": [1, 2]}).code == Code.INVALID_ARGUMENT
-    err = _error(hp.predict, "", {"x": [[1.0, 2.0]]})
-    assert err.message == "input tensor x has shape [1,2] but the signature expects [-1,1]"
+    # shapes are the graph's to judge, as in TF Serving: x (-1, 1) takes [1,2] (0.5 x + 2 is
+    # elementwise), while a + b refuses shapes that do not broadcast, with TensorFlow's text
+    np.testing.assert_array_equal(hp.predict("", {"x": [[1.0, 2.0]]})["y"], [[2.5, 3.0]])
+    err = _error(hp.predict, "two_inputs", {"a": [[1.0, 2.0]], "b": [[1, 2, 3]]})
+    assert err.code == Code.INVALID_ARGUMENT and "Incompatible shapes" in err.message
     # a TensorFlow runtime failure (a float feature sent as int64) is a 400, never a crash
     err = _error(hp.regress, "regress_x_to_y", [{"x": 1}])
     assert err.code == Code.INVALID_ARGUMENT and "Data types don't match" in err.message
@@ -208,7 +213,8 @@ def test_missing_or_corrupt_savedmodel_is_a_load_error_with_a_code(tmp_path: Pat
 def test_pulsecast_models_get_the_xla_runtime_equal_to_the_savedmodel(lstm_dir: Path) -> None:
     fast = load_servable("lstm", 1, lstm_dir)
     plain = load_servable("lstm", 1, lstm_dir, runtime="savedmodel")
-    assert fast.runtime == "xla" and plain.runtime == "savedmodel"
+    # XLA is compiled in the background after the load: adopted eventually, not at load
+    assert fast.wait_for_runtime(120) == "xla" and plain.runtime == "savedmodel"
     assert fast.warmup_records == 2 and fast.metadata["model_name"] == "test"
     rng = np.random.default_rng(1)
     for n in (1, 3, 8, 12, 70):  # 70 is above the largest bucket: served by the SavedModel
@@ -229,7 +235,8 @@ def test_xla_runtime_falls_back_to_the_savedmodel_when_verification_fails(
     monkeypatch.setattr(serve.runtime.xla, "_outputs_match", lambda got, want: "forced mismatch")
     with caplog.at_level(logging.WARNING, logger="serve.runtime"):
         servable = load_servable("lstm", 1, lstm_dir)
-    assert servable.runtime == "savedmodel"
+        assert servable.wait_for_runtime(120) == "savedmodel"
+    assert servable._xla_job.outcome == "rejected"
     assert "XLA runtime rejected, forced mismatch; serving the SavedModel" in caplog.text
     assert servable.predict("", {"signal": np.zeros((2, 16, 1))})["forecast"].shape == (2, 4, 1)
 
@@ -245,6 +252,151 @@ def test_outputs_match_uses_a_tolerance_relative_to_scale() -> None:
 
 def test_xla_can_be_asked_for_on_any_fixed_shape_model(hp, tmp_path: Path) -> None:
     servable = load_servable("hp", 1, half_plus_two_dir(tmp_path / "1"), runtime="xla")
-    assert servable.runtime == "xla"
+    assert servable.wait_for_runtime(120) == "xla"
     out = servable.predict("", {"x": [[1.0], [2.0], [3.0]]})["y"]
     np.testing.assert_allclose(out[:, 0], [2.5, 3.0, 3.5])
+
+
+# ---- the XLA runtime is compiled in the background: serving never waits for it ---------------
+
+
+class _Hold:
+    """Holds the background XLA job just before bucket `at` goes live, until `release`."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+
+@pytest.fixture
+def hold_xla(monkeypatch: pytest.MonkeyPatch):
+    import serve.runtime.xla
+
+    holds: list[_Hold] = []
+    original = serve.runtime.xla.XlaPredict.mark_ready
+
+    def mark_ready(self, size: int) -> None:
+        for hold in holds:
+            if size == hold.at:
+                hold.reached.set()
+                assert hold.release.wait(60)
+        original(self, size)
+
+    monkeypatch.setattr(serve.runtime.xla.XlaPredict, "mark_ready", mark_ready)
+
+    def make(at: int = 1) -> _Hold:
+        holds.append(_Hold(at))
+        return holds[-1]
+
+    yield make
+    for hold in holds:
+        hold.release.set()
+
+
+def _compile_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"xla-compile-{name}-")]
+
+
+def test_the_savedmodel_answers_while_xla_compiles_and_the_swap_keeps_the_answers(
+    lstm_dir: Path, hold_xla
+) -> None:
+    hold = hold_xla(at=1)
+    plain = load_servable("lstm", 1, lstm_dir, runtime="savedmodel")
+    fast = load_servable("lstm", 1, lstm_dir)  # returns at once: the compile is held
+    try:
+        assert fast.warmup_records == 2  # replayed (through the SavedModel) before serving
+        assert hold.reached.wait(60)
+        rng = np.random.default_rng(2)
+        xs = [rng.standard_normal((n, 16, 1)).astype(np.float32) for n in (1, 3, 8, 32)]
+        want = [plain.predict("", {"signal": x})["forecast"] for x in xs]
+        # the first requests: answered by the SavedModel, not waiting for the held compile
+        assert fast.runtime == "savedmodel" and fast._xla is None
+        for x, w in zip(xs, want, strict=True):
+            np.testing.assert_array_equal(fast.predict("", {"signal": x})["forecast"], w)
+        # requests running across the swap all get the SavedModel's answers
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def hammer(i: int) -> None:
+            while not stop.is_set():
+                got = fast.predict("", {"signal": xs[i]})["forecast"]
+                if not np.allclose(got, want[i], atol=1e-5, rtol=0):
+                    errors.append(f"batch {len(xs[i])}: max diff {np.abs(got - want[i]).max()}")
+
+        threads = [threading.Thread(target=hammer, args=(i % len(xs),)) for i in range(4)]
+        for t in threads:
+            t.start()
+        hold.release.set()
+        assert fast.wait_for_runtime(120) == "xla"
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert errors == []
+        assert fast._xla_job.outcome == "adopted" and fast._xla.ready == (1, 2, 4, 8, 16, 32)
+        for x, w in zip(xs, want, strict=True):  # now through XLA: equal to float32 tolerance
+            np.testing.assert_allclose(fast.predict("", {"signal": x})["forecast"], w,
+                                       atol=1e-5, rtol=0)
+    finally:
+        fast.close()
+    assert _compile_threads("lstm") == []
+
+
+@pytest.mark.parametrize("at", [1, 4], ids=["before-adoption", "after-adoption"])
+def test_closing_during_a_background_compile_cancels_it_cleanly(
+    lstm_dir: Path, hold_xla, at: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    hold = hold_xla(at=at)
+    servable = load_servable("lstm", 1, lstm_dir)
+    assert hold.reached.wait(60)
+    assert servable.runtime == ("savedmodel" if at == 1 else "xla")  # bucket 1 live at 4
+    job = servable._xla_job
+    closer = threading.Thread(target=servable.close)
+    with caplog.at_level(logging.INFO, logger="serve.runtime"):
+        closer.start()
+        time.sleep(0.2)
+        assert closer.is_alive()  # close waits for the step in progress, then stops the job
+        hold.release.set()
+        closer.join(60)
+    assert not closer.is_alive()
+    assert job.outcome == "cancelled" and not job.running
+    assert _compile_threads("lstm") == []
+    assert servable.runtime == "savedmodel" and servable._xla is None
+    assert "lstm v1: XLA compile cancelled (unloading)" in caplog.text
+    servable.close()  # twice is fine
+    # a closed servable never starts another compile
+    assert servable.start_xla([]).outcome == "cancelled" and servable.runtime == "savedmodel"
+
+
+def test_two_versions_compiling_at_once_take_turns(
+    lstm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serve.runtime.xla
+
+    active, peak, both, lock = [0], [0], [False], threading.Lock()
+    original = serve.runtime.xla.XlaPredict.__call__
+
+    def call(self, inputs):
+        if threading.current_thread().name.startswith("xla-compile-"):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                both[0] = both[0] or len(_compile_threads("lstm")) == 2
+            try:
+                time.sleep(0.2)  # a slow compile: the second load starts while it runs
+                return original(self, inputs)
+            finally:
+                with lock:
+                    active[0] -= 1
+        return original(self, inputs)
+
+    monkeypatch.setattr(serve.runtime.xla.XlaPredict, "__call__", call)
+    servables = [load_servable("lstm", v, lstm_dir) for v in (1, 2)]
+    try:
+        assert [s.wait_for_runtime(120) for s in servables] == ["xla", "xla"]
+        assert both[0]  # the two jobs ran at the same time...
+        assert peak[0] == 1  # ...but one bucket compiled at a time: requests keep a core
+    finally:
+        for s in servables:
+            s.close()

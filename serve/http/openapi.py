@@ -5,20 +5,39 @@ this module declares the same routes as FastAPI stubs with pydantic bodies only 
 write the OpenAPI document. The stubs are never called, except that `:forecast`'s body is the
 very model that validates it (`serve.http.forecast.ForecastBody`). FastAPI is imported on the
 first request for the docs, not at server start.
+
+`/docs` is Swagger UI served from the `swagger-ui-bundle-v2` package at `/docs/<file>`
+(`DOCS_ASSETS`), never from a CDN, so it works offline. Swagger UI 5 is needed: FastAPI writes
+OpenAPI 3.1, which Swagger UI 4 (the `swagger-ui-bundle` package) refuses to render.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local pydantic classes.
 import re
 from typing import Any
 
+# URL path -> (file in the package's Swagger UI folder, Content-Type)
+DOCS_ASSETS = {
+    "/docs/swagger-ui.css": ("swagger-ui.css", b"text/css; charset=utf-8"),
+    "/docs/swagger-ui-bundle.js": ("swagger-ui-bundle.js", b"text/javascript; charset=utf-8"),
+}
+
 SWAGGER_HTML = """<!DOCTYPE html>
 <html><head><title>pulsecast serve: API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="/docs/swagger-ui.css">
 </head><body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="/docs/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
 </body></html>
 """
+
+
+def read_docs_asset(path: str) -> bytes | None:
+    """The bytes of the Swagger UI file `DOCS_ASSETS[path]` names; None without the package."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return (swagger_ui_path / DOCS_ASSETS[path][0]).read_bytes()
 
 _MODEL_PATHS = (
     "/v1/models/{model_name}",

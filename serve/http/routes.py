@@ -7,7 +7,8 @@
     /pulsecast/models/<m>[/versions/<v>]   the model's pulsecast.json contract (channels, fs, ...)
     /healthz, /v2/health/live, /v2/health/ready   liveness and readiness (never need the token)
     /monitoring/prometheus/metrics         Prometheus text (`serve.metrics`)
-    /openapi.json, /docs                   the API description (`serve.http.openapi`)
+    /openapi.json, /docs, /docs/<asset>    the API description, Swagger UI from a package
+                                           (`serve.http.openapi`)
 
 The `/v1` grammar is TF Serving's (`http_rest_api_util.cc`): `/v1/models/<m>` with an optional
 `/versions/<n>` or `/labels/<l>`, then `:verb` (POST) or `/metadata` (GET); anything else under
@@ -23,6 +24,7 @@ import orjson
 
 from serve.errors import invalid
 from serve.http.kserve import KServeRoutes
+from serve.http.openapi import DOCS_ASSETS, SWAGGER_HTML, read_docs_asset
 from serve.http.plumbing import (
     BearerAuth,
     HttpError,
@@ -65,6 +67,7 @@ class Routes:
         self.v1 = TfServingHandlers(manager, workers)
         self.v2 = KServeRoutes(manager, workers, max_body_bytes)
         self._openapi: bytes | None = None
+        self._assets: dict[str, bytes] = {}
 
     async def dispatch(self, method: str, path: str, scope: dict, receive: Receive) -> Outcome:
         if method == "OPTIONS" and self.enable_cors:
@@ -81,7 +84,7 @@ class Routes:
                            content_type=METRICS_CONTENT_TYPE.encode())
         if method == "GET" and (match := _PULSECAST.fullmatch(path)):
             return await self.workers.run(self.v1.pulsecast_metadata, *match.groups())
-        if method == "GET" and path in ("/openapi.json", "/docs"):
+        if method == "GET" and (path in ("/openapi.json", "/docs") or path in DOCS_ASSETS):
             return self._docs(path)
         raise HttpError(404, f"Not found: {method} {printable(path)}")
 
@@ -120,16 +123,27 @@ class Routes:
         raise malformed
 
     def _docs(self, path: str) -> Outcome:
+        if path in DOCS_ASSETS:
+            return self._docs_asset(path)
+        if path == "/docs":
+            return Outcome(200, SWAGGER_HTML.encode(), route="docs",
+                           content_type=b"text/html; charset=utf-8")
         if self._openapi is None:
             from serve.http.openapi import build_openapi
 
             self._openapi = orjson.dumps(build_openapi())
-        if path == "/openapi.json":
-            return Outcome(200, self._openapi, route="docs")
-        from serve.http.openapi import SWAGGER_HTML
+        return Outcome(200, self._openapi, route="docs")
 
-        return Outcome(200, SWAGGER_HTML.encode(), route="docs",
-                       content_type=b"text/html; charset=utf-8")
+    def _docs_asset(self, path: str) -> Outcome:
+        """A Swagger UI file from the installed package, read once."""
+        body = self._assets.get(path)
+        if body is None:
+            body = read_docs_asset(path)
+            if body is None:
+                raise HttpError(404, "Swagger UI is not installed (pip install "
+                                     "swagger-ui-bundle-v2); /openapi.json has the API")
+            self._assets[path] = body
+        return Outcome(200, body, route="docs", content_type=DOCS_ASSETS[path][1])
 
 
 def _preflight(scope: dict) -> Outcome:

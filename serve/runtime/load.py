@@ -2,10 +2,13 @@
 
 The steps, in order: check `saved_model.pb` is there, read its signatures and load it (tag
 `serve`), read `assets.extra/pulsecast.json` when present (pulsecast exports only; an unreadable
-one is logged and ignored), choose the runtime (`RUNTIMES`: XLA adopted only when it reproduces
-the SavedModel, `serve.runtime.xla`), then replay the warmup records (`serve.runtime.warmup`).
-Every failure is a `LoadError` carrying TF Serving's code: NOT_FOUND for a missing SavedModel,
-DATA_LOSS for a corrupt one, INVALID_ARGUMENT for a failed warmup record.
+one is logged and ignored), replay the warmup records through the SavedModel
+(`serve.runtime.warmup`), then, when the runtime asks for XLA (`RUNTIMES`), start compiling it in
+the background (`serve.runtime.xla.XlaBackground`) and return. So a version is ready to serve (and
+becomes AVAILABLE) as soon as the SavedModel answers, about what a bare `tf.saved_model.load` and
+one call cost; the compiled runtime is swapped in later, bucket by bucket, once each reproduces
+the SavedModel. Every failure is a `LoadError` carrying TF Serving's code: NOT_FOUND for a missing
+SavedModel, DATA_LOSS for a corrupt one, INVALID_ARGUMENT for a failed warmup record.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ def load_servable(
 
     `runtime`: "savedmodel" (plain), "xla" (compiled `serving_default` for any model whose
     serving_default is fixed-shape numeric, verified, falling back to the SavedModel), or
-    "auto" (= "xla" for pulsecast exports, "savedmodel" otherwise). Warmup records are replayed
-    after the runtime is chosen. Raises `LoadError` (a `ServingError`) with the failure's code.
+    "auto" (= "xla" for pulsecast exports, "savedmodel" otherwise). The servable returned
+    serves through the SavedModel; with XLA asked for, a background job compiles it and swaps
+    it in when verified (`servable.wait_for_runtime()` waits for that; `servable.close()`
+    cancels it). Raises `LoadError` (a `ServingError`) with the failure's code.
     """
     import tensorflow as tf
 
@@ -76,9 +81,9 @@ def load_servable(
                         f"{type(err).__name__}: {err}") from err
     servable = SavedModelServable(name, version, path, loaded, signatures, _read_metadata(path))
     records = read_warmup_records(path) if enable_warmup else []
-    if runtime == "xla" or (runtime == "auto" and servable.metadata is not None):
-        servable.try_xla(predict_batches(records))
-    if records:
+    if records:  # through the SavedModel: cheap, and TF Serving's "replayed before AVAILABLE"
         servable.warmup_records = replay_warmup(servable, records)
     servable.load_seconds = time.perf_counter() - t0
+    if runtime == "xla" or (runtime == "auto" and servable.metadata is not None):
+        servable.start_xla(predict_batches(records))  # in the background; returns at once
     return servable

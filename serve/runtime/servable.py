@@ -3,16 +3,20 @@
 Two runtimes run `predict` (chosen at load, see `serve.runtime.load`):
 
 - `savedmodel`: the loaded signature's concrete function, as TF Serving runs it.
-- `xla`: `serving_default` compiled (`serve.runtime.xla`), for batches up to the largest bucket;
-  larger batches and other signatures use the SavedModel.
+- `xla`: `serving_default` compiled (`serve.runtime.xla`), swapped in by a background job once
+  verified (`start_xla`; the SavedModel serves until then), for batches up to the largest bucket
+  whose inputs have the signature's declared shapes; larger batches, other shapes and other
+  signatures use the SavedModel.
 
-Inputs are checked and cast against the signature first (`serve.runtime.signatures`). Errors are
+Inputs are checked (aliases, output filter) and cast to the signature's dtypes first
+(`serve.runtime.signatures`); their shapes are the graph's to judge, as in TF Serving. Errors are
 `ServingError`s carrying TF Serving's codes and texts (`specs/tf-serving.md` §1.3); a TensorFlow
 failure on a request is a 4xx, never a crash. TensorFlow is imported inside functions.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,14 @@ import numpy as np
 
 from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
-from serve.runtime.signatures import cast_input, check_aliases, check_output_filter, shape_text
-from serve.runtime.xla import XLA_BUCKETS, XlaPredict, batch_size, verified_xla
+from serve.runtime.signatures import (
+    cast_input,
+    check_aliases,
+    check_output_filter,
+    fits_declared_shapes,
+    shape_text,
+)
+from serve.runtime.xla import XLA_BUCKETS, XlaBackground, XlaPredict, batch_size
 from serve.types import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
@@ -38,10 +48,24 @@ def _tf_error(err: Exception) -> ServingError:
     if isinstance(err, ServingError):
         return err
     if isinstance(err, tf.errors.ResourceExhaustedError):
-        return ServingError(Code.RESOURCE_EXHAUSTED, err.message)
+        return ServingError(Code.RESOURCE_EXHAUSTED, _runtime_message(err.message))
     if isinstance(err, tf.errors.OpError):
-        return invalid(err.message)
+        return invalid(_runtime_message(err.message))
     return invalid(f"{type(err).__name__}: {err}")
+
+
+def _runtime_message(message: str) -> str:
+    """The op's own error text, as TF Serving answers it, without the lines TensorFlow's Python
+    function call puts first ("Graph execution error:", "Detected at node ... defined at (most
+    recent call last):" and the Python frames that built the graph, which name server files)."""
+    lines = message.split("\n")
+    if lines[0] != "Graph execution error:":
+        return message
+    i = 1
+    while i < len(lines) and (not lines[i].strip() or lines[i].startswith(
+            ("Detected at node ", "<stack traces unavailable>", "  "))):
+        i += 1
+    return "\n".join(lines[i:]) or message
 
 
 class SavedModelServable:
@@ -61,6 +85,9 @@ class SavedModelServable:
         self._loaded = loaded
         self._functions = dict(loaded.signatures)
         self._xla: XlaPredict | None = None
+        self._xla_job: XlaBackground | None = None
+        self._xla_lock = threading.Lock()  # adopt_xla against close
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"SavedModelServable({self.name!r}, {self.version}, runtime={self.runtime!r})"
@@ -106,7 +133,10 @@ class SavedModelServable:
         sig, arrays = self.prepare_inputs(signature_name, inputs, output_filter)
         xla = self._xla
         n = batch_size(arrays)
-        if xla is not None and sig.name == SIGNATURE_KEY and n is not None and xla.covers(n):
+        # XLA was compiled for the declared shapes: any other shape goes to the SavedModel,
+        # which answers it or refuses it with TensorFlow's message, as TF Serving would.
+        if (xla is not None and sig.name == SIGNATURE_KEY and n is not None and xla.covers(n)
+                and fits_declared_shapes(arrays, sig)):
             try:
                 out = xla(arrays)
             except Exception as err:  # a TF failure is a request error
@@ -192,15 +222,55 @@ class SavedModelServable:
         """The loaded concrete function of a signature, or None."""
         return self._functions.get(signature_name)
 
+    def start_xla(self, check_batches: Sequence[Mapping[str, np.ndarray]],
+                  buckets: Sequence[int] = XLA_BUCKETS) -> XlaBackground:
+        """Compile and verify the XLA runtime for `serving_default` in a background thread
+        (`serve.runtime.xla.XlaBackground`): this returns at once, the SavedModel answers until
+        a bucket is verified against it on `check_batches`, and no request waits for a compile."""
+        job = XlaBackground(self, check_batches, buckets)
+        with self._xla_lock:
+            if self._closed:
+                job.cancel()  # never started: "cancelled"
+            else:
+                self._xla_job = job.start()
+        return job
+
     def try_xla(self, check_batches: Sequence[Mapping[str, np.ndarray]],
                 buckets: Sequence[int] = XLA_BUCKETS) -> bool:
-        """Adopt the XLA runtime for `serving_default` if it matches the SavedModel on
-        `check_batches` (`serve.runtime.xla.verified_xla`). Returns whether it was adopted."""
-        xla = verified_xla(self, check_batches, buckets)
-        if xla is None:
-            return False
-        self._xla, self.runtime = xla, "xla"
-        return True
+        """`start_xla`, then wait for it: whether the XLA runtime was adopted."""
+        self.start_xla(check_batches, buckets).wait()
+        return self.runtime == "xla"
+
+    def wait_for_runtime(self, timeout: float | None = None) -> str:
+        """Wait up to `timeout` for the background XLA job (if any) to end; the runtime then."""
+        job = self._xla_job
+        if job is not None:
+            job.wait(timeout)
+        return self.runtime
+
+    def adopt_xla(self, xla: XlaPredict) -> bool:
+        """Serve `serving_default` through `xla` from now on (for the buckets it covers);
+        False once the servable is closed. Called by the background job."""
+        with self._xla_lock:
+            if self._closed:
+                return False
+            self._xla, self.runtime = xla, "xla"
+            return True
+
+    def drop_xla(self) -> None:
+        """Back to the SavedModel for every request (a bucket failed its check)."""
+        with self._xla_lock:
+            self._xla, self.runtime = None, "savedmodel"
+
+    def close(self) -> None:
+        """Called by the manager once no request holds this version: cancel a background XLA
+        compile (waiting for the step in progress) and drop the compiled function."""
+        with self._xla_lock:
+            self._closed = True
+            job, self._xla_job = self._xla_job, None
+        if job is not None:
+            job.cancel()
+        self.drop_xla()
 
 
 def _to_numpy(t: Any) -> np.ndarray:

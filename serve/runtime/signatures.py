@@ -3,12 +3,18 @@
 Reads the `serve` meta graph of `saved_model.pb` directly (method names, tensor names, dtypes,
 shapes: what TF Serving's metadata lists), validates predict inputs and output filters
 (`predict_util.cc`) and casts inputs to the signature's dtypes (`serve.wire.dtypes`).
-TensorFlow is imported inside functions.
+
+Shapes are not checked against the SignatureDef: TF Serving feeds a request tensor to the graph
+whatever its shape (`predict_util.cc` checks aliases and output filters, the session the dtype),
+so a TF1 signature declaring x as [-1,1] answers x of shape [2,2] when its ops take it
+(`specs/tf-serving.md` §1.6). A shape the graph cannot take fails in the runtime, with its
+message. `fits_declared_shapes` only says whether a request suits a runtime compiled for the
+declared shapes (XLA). TensorFlow is imported inside functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +73,8 @@ def _type_word(dtype: np.dtype) -> str:
 
 def cast_input(alias: str, value: Any, info: TensorInfo) -> np.ndarray:
     """`value` as the signature's dtype: same-kind numeric casts (float64 -> float32, int ->
-    float) are done; float -> int, strings <-> numbers and shape mismatches are refused."""
+    float) are done; float -> int and strings <-> numbers are refused with TensorFlow's
+    `Expects arg[...]` text. The shape is left as sent: the graph judges it (module doc)."""
     want = None if info.dtype in _NOT_CAST else numpy_dtype(info.dtype)
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     word = dtype_word(info.dtype)
@@ -87,16 +94,19 @@ def cast_input(alias: str, value: Any, info: TensorInfo) -> np.ndarray:
             )
         if arr.dtype != want:
             arr = arr.astype(want)
-    if info.shape is not None:
-        ok = arr.ndim == len(info.shape) and all(
-            w < 0 or w == g for w, g in zip(info.shape, arr.shape, strict=False)
-        )
-        if not ok:
-            raise invalid(
-                f"input tensor {alias} has shape {shape_text(arr.shape)} but the signature "
-                f"expects {shape_text(info.shape)}"
-            )
     return arr
+
+
+def fits_declared_shapes(arrays: Mapping[str, np.ndarray], sig: SignatureInfo) -> bool:
+    """Whether every input has its SignatureDef shape (-1 matches any size): the shapes a
+    runtime compiled from the signature takes. Not a request check (module doc)."""
+    for alias, arr in arrays.items():
+        info = sig.inputs.get(alias)
+        if info is None or info.shape is None or arr.ndim != len(info.shape):
+            return False
+        if any(want >= 0 and want != got for want, got in zip(info.shape, arr.shape, strict=True)):
+            return False
+    return True
 
 
 def check_aliases(sent: Sequence[str], sig: SignatureInfo) -> None:
@@ -120,9 +130,14 @@ def check_aliases(sent: Sequence[str], sig: SignatureInfo) -> None:
 
 
 def check_output_filter(output_filter: Sequence[str], sig: SignatureInfo) -> None:
+    """predict_util.cc's PreProcessPrediction, verbatim: each alias known, none twice."""
+    seen: set[str] = set()
     for alias in output_filter:
         if alias not in sig.outputs:
             raise invalid(
                 f"output tensor alias not found in signature: {alias} "
                 f"Outputs expected to be in the set {{{','.join(sorted(sig.outputs))}}}."
             )
+        if alias in seen:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)

@@ -2,11 +2,12 @@
 
 The file is a TFRecord of `tensorflow.serving.PredictionLog` (predict, classify, regress or
 multi_inference logs), at most 1000 records (`saved_model_warmup_util.cc`). `load_servable`
-replays every record once before the servable serves, so the first real request finds the graph
-traced and the XLA buckets compiled; a record that fails makes the whole load fail (`LoadError`
-naming the record). Predict inputs are decoded by the server's own TensorProto decoder
-(`serve.wire.tensor_proto`), exactly as a gRPC request's would be. Reads only; TensorFlow is
-imported inside functions.
+replays every record once through the SavedModel before the servable serves (before AVAILABLE, as
+TF Serving), so the first real request finds the graph initialized; a record that fails makes the
+whole load fail (`LoadError` naming the record). The predict inputs are also what the XLA runtime
+is verified against, later, in the background (`predict_batches`, `serve.runtime.xla`). Predict
+inputs are decoded by the server's own TensorProto decoder (`serve.wire.tensor_proto`), exactly
+as a gRPC request's would be. Reads only; TensorFlow is imported inside functions.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def replay_warmup(servable: Any, records: Sequence[Any]) -> int:
 
 def predict_batches(records: Sequence[Any]) -> list[dict[str, np.ndarray]]:
     """The inputs of the records that predict on `serving_default`: the batches the XLA runtime
-    is checked against (`serve.runtime.xla.verified_xla`)."""
+    is checked against (`serve.runtime.xla.compile_verified`)."""
     batches = []
     for r in records:
         if r.WhichOneof("log_type") == "predict_log":

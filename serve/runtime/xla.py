@@ -1,16 +1,28 @@
-"""The XLA runtime: `serving_default` compiled with `tf.function(jit_compile=True)`.
+"""The XLA runtime: `serving_default` compiled with `tf.function(jit_compile=True)`, swapped in
+behind the SavedModel, in the background, once verified.
 
 For pulsecast models it is ~10x faster than the plain SavedModel at small batches on CPU (see
 `specs/keras-notes.md` §4-5). XLA compiles once per concrete shape, so batches are zero-padded
-up to a bucket (1, 2, 4, 8, 16, 32, all compiled at load) and the outputs sliced back; larger
-batches use the SavedModel, which is faster per forecast there (batch 48-64: ~0.19 vs ~0.22 ms on
-2 cores). `verified_xla` adopts it only when it reproduces the SavedModel on the warmup inputs to
-float32 tolerance; otherwise it logs why and the servable stays on `savedmodel`.
+up to a bucket (1, 2, 4, 8, 16, 32) and the outputs sliced back; larger batches use the
+SavedModel, which is faster per forecast there (batch 48-64: ~0.19 vs ~0.22 ms on 2 cores).
+
+Compiling costs far more than loading (the ecg recipe's model: about a second to load and call
+the SavedModel, 20-50 s to compile the six buckets on 2 cores), so it never delays serving nor a
+request: `XlaBackground` runs after the warmup replay, in a daemon thread, while the SavedModel
+answers. Bucket by bucket, smallest first, it compiles and checks the compiled function against
+the SavedModel (`compile_verified`: the warmup inputs and a batch padded to the bucket, to float32
+tolerance); the servable adopts the runtime with its first verified bucket, and each later bucket
+goes live once verified (`XlaPredict.covers`), so no request ever triggers a compile. One bucket
+compiles at a time in the process, so compiles take at most one core. A bucket that does not
+match, or a compile that fails, drops the XLA runtime with a log line: the servable keeps serving
+the SavedModel. Unloading cancels the job between two steps and waits for the step in progress
+(`XlaBackground.cancel`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.layout import SIGNATURE_KEY
-from serve.errors import invalid
+from serve.errors import ServingError, invalid
 from serve.types import SignatureInfo
 from serve.wire.dtypes import numpy_dtype
 
@@ -29,6 +41,12 @@ log = logging.getLogger(__name__)
 # SavedModel; from 48 the SavedModel wins (0.19 vs 0.22 at 48, 0.17 vs 0.22 at 64).
 XLA_BUCKETS = (1, 2, 4, 8, 16, 32)
 XLA_RTOL = 1e-4  # tolerance relative to the output's scale (max |value|, at least 1)
+# How long unloading waits for the compile step in progress (one bucket: 1-15 s on 2 cores for
+# the ecg recipe's model, more on a busy machine) before leaving the daemon thread to finish.
+CANCEL_WAIT_S = 120.0
+# One bucket compiles at a time in the whole process (several models loading at once take
+# turns), so a compile never holds more than one core and requests keep the other.
+_COMPILE_SLOT = threading.Lock()
 
 
 def _outputs_match(
@@ -55,7 +73,10 @@ def _bucket(n: int, buckets: Sequence[int]) -> int | None:
 
 
 class XlaPredict:
-    """`serving_default` compiled with XLA, batch zero-padded up to a bucket."""
+    """`serving_default` compiled with XLA, batch zero-padded up to a bucket.
+
+    `covers(n)` is true only once `n`'s bucket is compiled and verified (`mark_ready`): callers
+    never trigger a compile."""
 
     def __init__(self, fn: Any, sig: SignatureInfo, buckets: Sequence[int]) -> None:
         import tensorflow as tf
@@ -63,6 +84,7 @@ class XlaPredict:
         self.buckets = tuple(buckets)
         self.sig = sig
         self._keys = tuple(sorted(sig.inputs))
+        self._ready: frozenset[int] = frozenset()  # replaced whole: readers need no lock
         specs = [
             tf.TensorSpec([None, *sig.inputs[k].shape[1:]],
                           tf.as_dtype(numpy_dtype(sig.inputs[k].dtype)), name=f"in{i}")
@@ -87,8 +109,18 @@ class XlaPredict:
             for info in sig.inputs.values()
         )
 
+    @property
+    def ready(self) -> tuple[int, ...]:
+        """The buckets compiled and verified so far, ascending."""
+        return tuple(sorted(self._ready))
+
+    def mark_ready(self, size: int) -> None:
+        """Let requests use bucket `size` (compiled and verified by the caller)."""
+        self._ready = self._ready | {size}
+
     def covers(self, n: int) -> bool:
-        return 1 <= n <= self.buckets[-1]
+        """Whether a batch of `n` runs here now: its bucket is compiled and verified."""
+        return 1 <= n <= self.buckets[-1] and _bucket(n, self.buckets) in self._ready
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -107,11 +139,6 @@ class XlaPredict:
         out = self._fn(*padded)
         return {k: v.numpy()[:n] for k, v in out.items()}
 
-    def compile(self, n: int) -> None:
-        """Trigger XLA compilation for `n`'s bucket."""
-        self({k: np.zeros((n, *info.shape[1:]), numpy_dtype(info.dtype))
-              for k, info in self.sig.inputs.items()})
-
 
 def batch_size(arrays: Mapping[str, np.ndarray]) -> int | None:
     """The shared dim 0 of every input, or None (a 0-d input, or sizes that differ)."""
@@ -119,44 +146,169 @@ def batch_size(arrays: Mapping[str, np.ndarray]) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def verified_xla(servable: Any, check_batches: Sequence[Mapping[str, np.ndarray]],
-                 buckets: Sequence[int] = XLA_BUCKETS) -> XlaPredict | None:
-    """`servable`'s `serving_default` compiled, if it matches the SavedModel on `check_batches`
-    (a fixed random batch when there is none) and every bucket compiles; None, with a log line
-    saying why, otherwise. `servable` is a `SavedModelServable` (`prepare_inputs`,
-    `run_savedmodel`, `function`)."""
+def _check_inputs(servable: Any, sig: SignatureInfo, check_batches: Sequence[Mapping[str, Any]],
+                  largest: int) -> list[dict[str, np.ndarray]]:
+    """The check batches as `predict` would cast them, cut to `largest` rows; those the
+    compiled function cannot take (other shapes, empty, failing the signature) are left out."""
+    usable = []
+    for batch in check_batches:
+        try:
+            _, arrays = servable.prepare_inputs(SIGNATURE_KEY, batch)
+        except ServingError:
+            continue
+        n = batch_size(arrays)
+        if not n or set(arrays) != set(sig.inputs) or any(
+                tuple(a.shape[1:]) != tuple(sig.inputs[k].shape[1:]) for k, a in arrays.items()):
+            continue
+        usable.append({k: v[:largest] for k, v in arrays.items()})
+    return usable
+
+
+def _rows(pool: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """`n` rows of `pool`, repeated as needed."""
+    take = np.arange(n) % len(next(iter(pool.values())))
+    return {k: v[take] for k, v in pool.items()}
+
+
+def compile_verified(servable: Any, check_batches: Sequence[Mapping[str, Any]],
+                     buckets: Sequence[int] = XLA_BUCKETS,
+                     cancelled: threading.Event | None = None) -> str:
+    """Compile `servable`'s `serving_default` with XLA bucket by bucket, each checked against the
+    SavedModel before it serves; returns the outcome: "adopted" (every bucket live),
+    "unsupported" (not a fixed-shape numeric signature), "rejected" (a bucket differs from the
+    SavedModel), "failed" (a compile raised) or "cancelled" (the servable is unloading).
+
+    `servable` is a `SavedModelServable` (`signatures`, `function`, `prepare_inputs`,
+    `run_savedmodel`, `adopt_xla`, `drop_xla`). Each bucket is checked on the warmup batches that
+    fall in it (`check_batches`, the inputs of the warmup records) and on the smallest batch that
+    pads up to it, made of warmup rows (a fixed random batch when there are none). The first
+    verified bucket adopts the runtime; a later failure drops it again. Every outcome but
+    "adopted" leaves the servable on the SavedModel, with a log line saying why.
+    """
+    name, version = servable.name, servable.version
     sig = servable.signatures.get(SIGNATURE_KEY)
     fn = servable.function(SIGNATURE_KEY)
     if sig is None or fn is None or not XlaPredict.supports(sig):
         log.info("%s v%d: no XLA runtime (serving_default not a fixed-shape numeric signature)",
-                 servable.name, servable.version)
-        return None
-    rng = np.random.default_rng(0)
-    fallback = {k: rng.standard_normal((3, *i.shape[1:])).astype(numpy_dtype(i.dtype))
-                for k, i in sig.inputs.items()}  # only when there is no warmup batch
+                 name, version)
+        return "unsupported"
+    stop = cancelled or threading.Event()
     t0 = time.perf_counter()
     try:
         xla = XlaPredict(fn, sig, buckets)
-        checked = 0
-        for batch in [*check_batches, fallback]:
-            if checked and batch is fallback:
-                break
-            _, arrays = servable.prepare_inputs(SIGNATURE_KEY, batch)
-            if batch_size(arrays) in (None, 0):
-                continue
-            arrays = {k: v[: xla.buckets[-1]] for k, v in arrays.items()}
-            checked += 1
-            why = _outputs_match(xla(arrays), servable.run_savedmodel(SIGNATURE_KEY, arrays))
-            if why is not None:
-                log.warning("%s v%d: XLA runtime rejected, %s; serving the SavedModel",
-                            servable.name, servable.version, why)
-                return None
-        for size in xla.buckets:  # compile every bucket now, not on a request
-            xla.compile(size)
+        checks = _check_inputs(servable, sig, check_batches, xla.buckets[-1])
+        if checks:
+            pool = {k: np.concatenate([c[k] for c in checks])[: xla.buckets[-1]]
+                    for k in sig.inputs}
+        else:  # no warmup batch to check against: a fixed random one
+            rng = np.random.default_rng(0)
+            pool = {k: rng.standard_normal((3, *i.shape[1:])).astype(numpy_dtype(i.dtype))
+                    for k, i in sig.inputs.items()}
+        smallest = 1
+        for size in xla.buckets:
+            batches = [c for c in checks if _bucket(batch_size(c), xla.buckets) == size]
+            while not _COMPILE_SLOT.acquire(timeout=0.1):  # another model's bucket compiles
+                if stop.is_set():
+                    return _cancelled(servable)
+            try:
+                for arrays in [*batches, _rows(pool, smallest)]:
+                    if stop.is_set():
+                        return _cancelled(servable)
+                    why = _outputs_match(xla(arrays),
+                                         servable.run_savedmodel(SIGNATURE_KEY, arrays))
+                    if why is not None:
+                        servable.drop_xla()
+                        log.warning("%s v%d: XLA runtime rejected, %s; serving the SavedModel "
+                                    "(batch of %d, bucket %d)", name, version, why,
+                                    batch_size(arrays), size)
+                        return "rejected"
+            finally:
+                _COMPILE_SLOT.release()
+            xla.mark_ready(size)
+            if size == xla.buckets[0] and not servable.adopt_xla(xla):
+                return _cancelled(servable)
+            log.debug("%s v%d: XLA bucket %d live after %.2f s", name, version, size,
+                      time.perf_counter() - t0)
+            smallest = size + 1
     except Exception as err:  # any compile failure means: keep the SavedModel
+        servable.drop_xla()
         log.warning("%s v%d: XLA runtime failed (%s: %s); serving the SavedModel",
-                    servable.name, servable.version, type(err).__name__, str(err)[:300])
-        return None
-    log.info("%s v%d: XLA runtime verified in %.2f s (buckets %s)", servable.name,
-             servable.version, time.perf_counter() - t0, list(buckets))
-    return xla
+                    name, version, type(err).__name__, str(err)[:300])
+        return "failed"
+    log.info("%s v%d: XLA runtime verified in %.2f s (buckets %s)", name, version,
+             time.perf_counter() - t0, list(xla.buckets))
+    return "adopted"
+
+
+def _cancelled(servable: Any) -> str:
+    servable.drop_xla()
+    log.info("%s v%d: XLA compile cancelled (unloading)", servable.name, servable.version)
+    return "cancelled"
+
+
+class XlaBackground:
+    """`compile_verified` for one servable in a daemon thread: requests keep the SavedModel
+    until a bucket is verified, and never wait for a compile.
+
+    `outcome` is "pending" until the job ends (then `compile_verified`'s outcome, or "failed" if
+    something unexpected escaped it); `wait` blocks until then; `cancel` stops it between two
+    steps and joins the thread (called when the servable is closed)."""
+
+    def __init__(self, servable: Any, check_batches: Sequence[Mapping[str, Any]],
+                 buckets: Sequence[int] = XLA_BUCKETS) -> None:
+        self.name, self.version = servable.name, servable.version
+        self.outcome = "pending"
+        self._servable: Any = servable
+        self._checks = list(check_batches)
+        self._buckets = tuple(buckets)
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"xla-compile-{self.name}-{self.version}")
+
+    def start(self) -> XlaBackground:
+        log.info("%s v%d: compiling the XLA runtime in the background (buckets %s); the "
+                 "SavedModel serves meanwhile", self.name, self.version, list(self._buckets))
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has ended (True) or `timeout` passed (False)."""
+        return self._done.wait(timeout)
+
+    def cancel(self, timeout: float = CANCEL_WAIT_S) -> bool:
+        """Stop before the next step and wait up to `timeout` for the step in progress; True
+        when the thread has ended."""
+        self._cancel.set()
+        if self._thread.ident is None:  # never started
+            self.outcome, self._servable = "cancelled", None
+            self._done.set()
+            return True
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s v%d: XLA compile still running %.0f s after unload; left to end in "
+                        "its daemon thread", self.name, self.version, timeout)
+            return False
+        return True
+
+    def _run(self) -> None:
+        try:
+            self.outcome = compile_verified(self._servable, self._checks, self._buckets,
+                                            self._cancel)
+        except BaseException:  # never let the thread die silently
+            self.outcome = "failed"
+            log.exception("%s v%d: XLA background compile crashed; serving the SavedModel",
+                          self.name, self.version)
+            try:
+                self._servable.drop_xla()
+            except Exception:
+                pass
+        finally:
+            self._servable = None  # the thread must not keep an unloaded model alive
+            self._checks = []
+            self._done.set()

@@ -12,7 +12,10 @@ It follows TensorFlow Serving's lifecycle (`specs/tf-serving.md` §3):
 - Requests are served from the state it keeps (`serve.versions.table.VersionTable`, which it
   extends): refcounted handles, so an unloading version waits for them.
 
-Loads and unloads run on the polling thread; requests never wait for a load.
+Loads and unloads run on the polling thread; requests never wait for a load. A version is
+AVAILABLE once its SavedModel answers (warmup replayed); the XLA runtime of a pulsecast model is
+compiled afterwards in the servable's own background thread (`serve.runtime.xla.XlaBackground`)
+and swapped in when verified, and unloading a version cancels that compile (`servable.close()`).
 """
 
 from __future__ import annotations

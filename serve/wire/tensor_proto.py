@@ -216,6 +216,7 @@ def encode_tensor(array: Any, as_tensor_content: bool = False, out: Any = None) 
     kind = BY_NUMBER[number]
     proto = _tensor_proto_class()() if out is None else out
     proto.dtype = number
+    proto.tensor_shape.SetInParent()  # set even for a scalar, as TF's AsProtoField does
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     flat = array.reshape(-1)
