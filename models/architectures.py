@@ -7,7 +7,8 @@ Every model maps a window of raw physical units to a forecast in raw physical un
 
 Owns the builders (`build_model`, the truncated-BPTT twin `build_stateful_twin`, the losses); the
 custom layers they use live beside them: `models.output_layers` (ordered quantiles, last-value
-anchor), `models.window_scale`, `models.cycle`, `models.normalization`, `models.fused_lstm`.
+anchor), `models.window_scale`, `models.cycle`, `models.cycle_mix` (the `cycle_mix` head),
+`models.normalization`, `models.fused_lstm`.
 
 Only `keras.layers` / `keras.ops`, so the same model runs on TensorFlow, JAX and PyTorch. Recurrent
 layers keep the defaults that leave the fused cuDNN kernels eligible (tanh/sigmoid, no recurrent
@@ -21,6 +22,7 @@ from keras import layers, ops
 
 from models import fused_lstm
 from models.cycle import CycleCandidates, CycleMedian, CycleMix
+from models.cycle_mix import cycle_mix_outputs
 from models.normalization import (
     NormStats,
     make_input_normalizer,
@@ -232,13 +234,15 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     z = make_input_normalizer(stats)(signal)
     if spec.head == "cycle_residual":
         outputs = _cycle_residual(spec, z, stats)
+    elif spec.head == "cycle_mix":
+        outputs = cycle_mix_outputs(spec, z, stats, _recurrent_layer)
     elif spec.arch == "seq2seq":
         outputs = _seq2seq(spec, z, stats)
     elif spec.arch == "direct":
         outputs = _direct_heads(spec, _direct_core(spec, z), stats, z)
     else:
         outputs = _direct_heads(spec, _stacked_core(spec, z), stats, z)
-    suffix = "_cycle" if spec.head == "cycle_residual" else ""
+    suffix = {"cycle_residual": "_cycle", "cycle_mix": "_cycle_mix"}.get(spec.head, "")
     return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}{suffix}")
 
 

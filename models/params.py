@@ -11,6 +11,9 @@ d = input features of the layer, h = its units:
     Standardize 2d                   per-channel mean and std, non-trainable
     Normalization  2d + 1 (adapted: mean, variance, count) or 0 (statistics given as constants)
     CycleMix    H·K·N                one weight per horizon step, target and cycle candidate
+    cycle_mix head (models.cycle_mix), C channels, K targets, N copies, u units, D directions:
+                RNN(C, u) + D·RNN(2KN + 2K + 1 + u, u) + Dense(D·u, K(N+2)) [+ Dense(D·u, K)]
+                (`cycle_mix_head_params`; each layer is also checked on its own)
 
 A model whose Keras count disagrees with its formula is a bug (a wrong input width, a stray bias),
 and training refuses it. The formulas are pure; `check` reads the layers of a built model (the only
@@ -30,6 +33,8 @@ WEIGHTLESS = frozenset(
         # models.cycle: per-window scaling and the in-graph period search own no weights
         "WindowScale", "WindowUnscale", "CycleCandidates", "CycleMedian",
         "AnchorLast",  # models.architectures: adds the last observed value
+        # models.cycle_mix: per-step features, the softmax mix, the residual fade, time reversal
+        "HorizonFeatures", "SoftmaxMix", "ResidualFade", "TimeReverse",
     }
 )
 
@@ -57,6 +62,32 @@ def dense_params(d: int, h: int, use_bias: bool = True) -> int:
 
 def cycle_mix_params(horizon: int, n_targets: int, n_candidates: int) -> int:
     return horizon * n_targets * n_candidates
+
+
+def cycle_mix_head_params(n_channels: int, n_targets: int, n_candidates: int, units: int,
+                          bidirectional: bool, residual: bool = True, arch: str = "lstm",
+                          gru_reset_after: bool = True) -> int:
+    """Trainable weights of the `cycle_mix` head: the encoder over the C channels, the decoder(s)
+    over the per-step features (the N copies and their sorted copy per target, the median and
+    last - median per target, h / H) plus the encoder context, the mix logits (N copies, median,
+    last value per target) and the residual, both on every decoder step. Recurrent layers of
+    `arch` (lstm, gru, simplernn or irnn)."""
+    k, n, u = n_targets, n_candidates, units
+    directions = 2 if bidirectional else 1
+    per_step = 2 * k * n + 2 * k + 1 + u
+
+    def rnn(d: int) -> int:
+        if arch == "lstm":
+            return lstm_params(d, u)
+        if arch == "gru":
+            return gru_params(d, u, gru_reset_after)
+        if arch in ("simplernn", "irnn"):
+            return simplernn_params(d, u)
+        raise ValueError(f"head 'cycle_mix' has no {arch!r} layers")
+
+    total = rnn(n_channels) + directions * rnn(per_step)
+    total += dense_params(directions * u, k * (n + 2))
+    return total + (dense_params(directions * u, k) if residual else 0)
 
 
 def standardize_params(d: int) -> int:

@@ -13,7 +13,9 @@ from typing import Any
 
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
-HEADS: tuple[str, ...] = ("direct", "cycle_residual")
+HEADS: tuple[str, ...] = ("direct", "cycle_residual", "cycle_mix")
+# Heads built on the in-graph cycle copies (models.cycle): they share the period knobs.
+CYCLE_HEADS: tuple[str, ...] = ("cycle_residual", "cycle_mix")
 ANCHORS: tuple[str, ...] = ("none", "last")
 CYCLE_MIXES: tuple[str, ...] = ("static", "median")
 CYCLE_ALIGNS: tuple[str, ...] = ("period", "lag")
@@ -36,15 +38,21 @@ class ModelSpec:
     - `forget_bias`: LSTM forget-gate bias initialised to 1 (Jozefowicz et al. 2015).
     - `quantiles`: strictly increasing levels in (0, 1); non-empty makes the recipe probabilistic
       (an extra `quantiles` output trained with the pinball loss).
-    - `bidirectional`: wrap each recurrent layer of `lstm`/`gru`/`simplernn`/`irnn`.
+    - `bidirectional`: wrap each recurrent layer of `lstm`/`gru`/`simplernn`/`irnn`; with head
+      `cycle_mix`, its decoder reads the horizon both ways (the shipped recipes).
     - `gru_reset_after`: GRU variant; True is Keras' default and the only cuDNN-eligible one.
     - `head`: `direct` (the core's features -> all horizon steps) or `cycle_residual` (a learned
       mix of `cycle_candidates` cycle-aligned copies of the past, found in-graph by
       autocorrelation over periods `min_period_steps..max_period_steps`, plus a residual from the
       core, all in per-window scaled units; see `models.cycle`). Not for `seq2seq`.
+      Or `cycle_mix` (`models.cycle_mix`, one width in `units`): a recurrent layer reads
+      the window (pooled by `encoder_pool`), a second one runs over the horizon (both ways when
+      `bidirectional`) reading the same cycle copies step by step, and learns per step a convex
+      mix of the copies, their median and the last value, plus a residual; it starts as (almost)
+      the median. `cycle_mix` and `residual_dropout` belong to `cycle_residual` and are refused.
     - `cycle_mix`: how the cycle head weights its candidates: `static` (one learned weight per
       horizon step, target and candidate) or `median` (no weights: the median of the
-      candidates, robust to one odd beat; the shipped recipes).
+      candidates, robust to one odd beat; the `cycle_median` baseline's maths).
     - `residual_dropout`: dropout on the cycle head's residual features while training (keeps the
       residual from leaning on features that do not carry over to other records); 0 = off.
     - `period_search_steps`: how many of the last samples the period search correlates with
@@ -56,6 +64,9 @@ class ModelSpec:
       before the forecast origin).
     - `residual`: False leaves the core's residual out: the head is then the candidates' mix
       alone.
+    - `residual_fade_steps`: head `cycle_mix` only: the residual is faded in as
+      1 - exp(-h / residual_fade_steps) (0 at the origin, where the copies already meet the last
+      sample); 0 = no fade.
     - `level_decay_steps`: > 0 moves each candidate by the gap between the last observed sample
       and the sample before the copied one, fading as exp(-h / level_decay_steps); 0 = off.
     - `encoder_pool`: average-pool the window by this factor before the recurrent core (a long
@@ -90,6 +101,7 @@ class ModelSpec:
     match_steps: int = 60
     level_decay_steps: int = 0
     residual: bool = True
+    residual_fade_steps: int = 0
     anchor: str = "none"
     target_positions: tuple[int, ...] = ()
 
@@ -136,9 +148,10 @@ class ModelSpec:
         search = self.period_search_steps
         if isinstance(search, bool) or not isinstance(search, int) or search < 0:
             raise SpecError(f"period_search_steps must be an integer >= 0, got {search!r}")
-        value = self.level_decay_steps
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SpecError(f"level_decay_steps must be an integer >= 0, got {value!r}")
+        for name in ("level_decay_steps", "residual_fade_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.residual, bool):
             raise SpecError(f"residual must be true or false, got {self.residual!r}")
         for name in ("cycle_candidates", "encoder_pool", "min_period_steps", "max_period_steps",
@@ -156,7 +169,7 @@ class ModelSpec:
             raise SpecError(f"anchor {self.anchor!r} applies to head 'direct' of a single-state "
                             f"core, not head {self.head!r} with arch {self.arch!r}")
         positions = self.targets_in_inputs
-        checked = (bool(self.target_positions) or self.head == "cycle_residual"
+        checked = (bool(self.target_positions) or self.head in CYCLE_HEADS
                    or self.anchor != "none")
         valid = len(positions) == self.n_targets and all(
             0 <= p < self.n_channels for p in positions
@@ -166,8 +179,12 @@ class ModelSpec:
                 f"target_positions must give {self.n_targets} channel indices in "
                 f"[0, {self.n_channels}), got {self.target_positions!r}"
             )
-        if self.head != "cycle_residual":
+        if self.residual_fade_steps and self.head != "cycle_mix":
+            raise SpecError(f"residual_fade_steps applies to head 'cycle_mix', not {self.head!r}")
+        if self.head not in CYCLE_HEADS:
             return
+        if self.head == "cycle_mix":
+            self._check_cycle_mix()
         if self.arch == "seq2seq":
             raise SpecError("head 'cycle_residual' needs a single-state core, not 'seq2seq'")
         if not 2 <= self.min_period_steps < self.max_period_steps:
@@ -180,7 +197,7 @@ class ModelSpec:
         if self.input_steps < 2 * self.max_period_steps + 1:
             raise SpecError(
                 f"input_steps={self.input_steps} must be >= 2 * max_period_steps + 1 = "
-                f"{2 * self.max_period_steps + 1} for head 'cycle_residual'"
+                f"{2 * self.max_period_steps + 1} for head {self.head!r}"
             )
         longest = self.input_steps - self.max_period_steps - 1
         if self.period_search_steps > longest:
@@ -193,6 +210,20 @@ class ModelSpec:
                 f"match_steps must be in [2, input_steps - max_period_steps - 1 = {longest}], "
                 f"got {self.match_steps}"
             )
+
+    def _check_cycle_mix(self) -> None:
+        if self.arch in ("seq2seq", "direct"):
+            raise SpecError(f"head 'cycle_mix' needs a single-layer recurrent arch (lstm, gru, "
+                            f"simplernn, irnn), got {self.arch!r}")
+        if len(self.units) != 1:
+            raise SpecError(f"head 'cycle_mix' takes one width (its encoder and decoder), got "
+                            f"units {self.units!r}")
+        if self.cycle_mix != "static":
+            raise SpecError(f"cycle_mix applies to head 'cycle_residual'; head 'cycle_mix' "
+                            f"learns its own mix, got cycle_mix {self.cycle_mix!r}")
+        if self.residual_dropout:
+            raise SpecError(f"residual_dropout applies to head 'cycle_residual', got "
+                            f"{self.residual_dropout!r} with head 'cycle_mix'")
 
     @property
     def search_steps(self) -> int:
@@ -247,7 +278,7 @@ def model_spec_from_config(config: Mapping[str, Any]) -> ModelSpec:
     positions = tuple(list(inputs).index(t) for t in targets) if not missing else ()
     options = {key: (tuple(v) if isinstance(v, list) else v) for key, v in model.items()
                if key not in ("min_period_s", "max_period_s")}
-    for key, value in (("head", "cycle_residual"), ("anchor", "last")):
+    for key, value in (("head", "cycle_residual"), ("head", "cycle_mix"), ("anchor", "last")):
         if model.get(key) == value and missing:
             raise SpecError(f"{key} {value!r} needs every target among the inputs; {missing} "
                             f"are not in {list(inputs)}")

@@ -141,6 +141,8 @@ class TrainConfig:
     precision: Precision = "float32"
     tbptt_steps: NonNegative = 0  # 0 = ordinary windows; k > 0 = stateful training, chunks of k
     max_windows_per_epoch: NonNegative = 0  # 0 = every training window each epoch
+    # validation windows scored after each epoch, evenly spaced over the val records; 0 = all
+    max_val_windows: NonNegative = 0
     huber_delta: Number = 1.0
     # Compiled-step knobs (see docs/performance.md for what each measured): optimizer steps run
     # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step:

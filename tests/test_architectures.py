@@ -144,23 +144,23 @@ def test_spec_errors_name_the_bad_value() -> None:
 
 
 @pytest.mark.parametrize("name", ("ecg", "abp"))
-def test_the_shipped_configs_load_into_cycle_residual_specs(name: str) -> None:
+def test_the_shipped_configs_load_into_cycle_mix_specs(name: str) -> None:
     config = tomllib.loads((REPO_ROOT / "configs" / f"{name}.toml").read_text())
     spec = model_spec_from_config(config)
-    # Both: the median of eight lag-aligned, level-matched copies; ECG adds an LSTM residual,
-    # ABP ships without one (it did not carry from the synthetic cohort to real arterial lines).
-    residual = {"residual_dropout": 0.5} if name == "ecg" else {"residual": False}
+    # Both: an LSTM mix, learned on real records, of eight lag-aligned, level-matched copies plus
+    # a residual; they differ in how long the copies take to meet the last sample.
     assert spec == ModelSpec(arch="lstm", units=(32,), input_steps=1000, horizon=125,
                              n_channels=1, n_targets=1, dropout=0.0, quantiles=(),
-                             head="cycle_residual", cycle_candidates=8, min_period_steps=37,
-                             max_period_steps=188, encoder_pool=4, target_positions=(0,),
-                             period_search_steps=400, cycle_mix="median", cycle_align="lag",
+                             head="cycle_mix", bidirectional=True, cycle_candidates=8,
+                             min_period_steps=37, max_period_steps=188, encoder_pool=8,
+                             target_positions=(0,), period_search_steps=400, cycle_align="lag",
                              match_steps=60, level_decay_steps=30 if name == "ecg" else 100,
-                             **residual)
+                             residual=True, residual_fade_steps=10)
 
 
 def test_an_unknown_head_is_named() -> None:
-    with pytest.raises(SpecError, match="head must be one of direct, cycle_residual, got 'x'"):
+    with pytest.raises(SpecError,
+                       match="head must be one of direct, cycle_residual, cycle_mix, got 'x'"):
         ModelSpec(head="x")
 
 

@@ -10,6 +10,7 @@ place whole, so `--resume` can always read them), `state.json` (epochs done), `h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -75,7 +76,23 @@ def make_batchers(dataset: Dataset, spec: WindowSpec, cfg: TrainConfig):
     except ValueError as err:
         log.warning("no validation windows (%s): early stopping watches the training loss", err)
         val = None
+    if val is not None and 0 < cfg.max_val_windows < val.n_windows:
+        log.info("validating on %d of %d validation windows ([train] max_val_windows)",
+                 cfg.max_val_windows, val.n_windows)
+        val = capped(val, cfg.max_val_windows)
     return train, val
+
+
+def capped(batcher: WindowBatcher, max_windows: int) -> WindowBatcher:
+    """`batcher` cut to at most `max_windows` of its windows, evenly spaced over its index (sorted
+    by record and start, so every record keeps its share; deterministic, the same each epoch)."""
+    n = batcher.n_windows
+    if n <= max_windows:
+        return batcher
+    pick = np.unique(np.linspace(0, n - 1, num=max_windows).round().astype(np.int64))
+    batcher.index = dataclasses.replace(batcher.index, windows=batcher.index.windows[pick])
+    batcher.set_epoch(batcher.epoch)  # the visiting order follows the new window count
+    return batcher
 
 
 def fit_normalization(batcher: WindowBatcher, seed: int):
