@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a real cohort to train on and score (its train and test splits) "
                              "instead of the synthetic one: a folder of WFDB records, or a "
                              "dataset folder from `pulsecast ingest`")
+    darts_peer().add_arguments(parser)  # Darts peer hook (issue 16, item 6): see the end
     args = parser.parse_args(argv)
     unknown = sorted(set(args.recipes.split(",")) - set(RECIPES))
     if unknown:
@@ -219,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     for res in results:
         if res.get("note"):
             print(f"({res['recipe']}: {res['note']})")
+    darts = darts_peer().run_peers(results, work, args.config_dir.resolve(), args)
     print(json.dumps({"bench": "accuracy", "work": str(work),
-                      "cohort": str(cohort) if cohort else None, "results": results}))
+                      "cohort": str(cohort) if cohort else None, "results": results,
+                      "darts": darts}))
     return 0
 
 
@@ -249,6 +252,21 @@ def print_table(results: list[dict]) -> None:
                   f"{_num(r['skill'], 6)} {_ci(r['skill_ci95']):<16} {beat:>7} "
                   f"{_num(r['cycle_median_mae'], 8, '.4g')} "
                   f"{_num(r['skill_vs_cycle_median'], 6)} {_ci(r['skill_vs_cycle_median_ci95'])}")
+
+
+# --- Darts peer hook (issue 16, item 6) ------------------------------------------------------
+# Darts' LSTM trained on each recipe's own training windows and scored on the same held-out
+# windows, printed beside pulsecast and the baselines (bench/peers/side_by_side.py); skipped
+# with one line when darts is not installed (`pip install -e '.[bench]'`), or with --darts off.
+
+
+def darts_peer():
+    bench = str(Path(__file__).resolve().parent)
+    if bench not in sys.path:  # the peers package sits beside this script
+        sys.path.insert(0, bench)
+    from peers import side_by_side
+
+    return side_by_side
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ table, optional cuDNN evidence (`--evidence`), and ends with one JSON line. Run 
 per backend:
 
     KERAS_BACKEND=jax python bench/train.py --batch-size 256 --epochs 3 --windows 16384
+
+`--repeats N` runs the whole comparison N times in one call (one dataset, fresh models) and
+prints each run's table and ratio, then each path's median and the median of the runs' ratios
+(`ratio_runs` in the JSON holds every run's): the CPU goal is read from
+
+    python bench/train.py --repeats 3
 """
 
 from __future__ import annotations
@@ -242,6 +248,8 @@ def _torch_parts(precision: str):
 
 def bench_torch(x: np.ndarray, y: np.ndarray, args) -> list[float]:
     torch, device, step = _torch_parts(args.precision)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     xt = torch.from_numpy(x).to(device)
     yt = torch.from_numpy(np.ascontiguousarray(y[..., 0])).to(device)
     n, b = len(xt), args.batch_size
@@ -321,7 +329,8 @@ def run_torch_child(tmp: Path, x: np.ndarray, y: np.ndarray, args) -> dict | Non
     done = subprocess.run(
         [sys.executable, __file__, "--torch-child", str(tmp), "--batch-size",
          str(args.batch_size), "--epochs", str(args.epochs), "--windows", str(args.windows),
-         "--precision", args.precision] + (["--evidence"] if args.evidence else []),
+         "--precision", args.precision, "--torch-threads", str(args.torch_threads)]
+        + (["--evidence"] if args.evidence else []),
         capture_output=True, text=True)
     if done.returncode == 3:
         return None
@@ -358,14 +367,74 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="pulsecast path: PyDataset worker threads (0 = in the training thread)")
     p.add_argument("--paths", default="pulsecast,pulsecast_device,keras_numpy,torch",
                    help="comma-separated subset of pulsecast,pulsecast_device,keras_numpy,torch")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="side-by-side runs in one call; prints each run's ratio and the median")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch peer: torch.set_num_threads (0 = torch's own default)")
     p.add_argument("--evidence", action="store_true", help="print cuDNN dispatch evidence")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.epochs < 1 or args.windows < args.batch_size:
         p.error("need batch-size >= 1, epochs >= 1 and windows >= batch-size")
+    if args.repeats < 1 or args.torch_threads < 0:
+        p.error(f"need repeats >= 1 and torch-threads >= 0, got {args.repeats} and "
+                f"{args.torch_threads}")
     args.jit_compile = {"true": True, "false": False}.get(args.jit_compile, "auto")
     args.windows -= args.windows % args.batch_size  # whole batches only, for every path
     return args
+
+
+def run_paths(args, paths: list[str], tmp: Path, root: Path, x: np.ndarray, y: np.ndarray,
+              backend: str) -> tuple[dict[str, float | None], list[str], list[str]]:
+    """One side-by-side run: windows/s of each path in `paths`, plus notes and evidence lines."""
+    results: dict[str, float | None] = {}
+    notes, evidence = [], []
+    if "pulsecast" in paths:
+        times, model = bench_pulsecast(root, args)
+        results["pulsecast"] = args.windows / statistics.median(times[1:])
+        if args.evidence:
+            evidence += cudnn_evidence(model, x, y, backend)
+        _progress("pulsecast", results["pulsecast"])
+    if "pulsecast_device" in paths:
+        times = bench_pulsecast_device(root, args)
+        results["pulsecast_device"] = args.windows / statistics.median(times[1:])
+        _progress("pulsecast_device", results["pulsecast_device"])
+    if "keras_numpy" in paths:
+        times, model = bench_keras_numpy(x, y, args)
+        results["keras_numpy"] = args.windows / statistics.median(times[1:])
+        _progress("keras_numpy", results["keras_numpy"])
+    if "torch" in paths:
+        child = run_torch_child(tmp, x, y, args)
+        if child is None:
+            notes.append("torch is not installed: the PyTorch peer was skipped "
+                         "(pip install '.[bench]')")
+        else:
+            results["torch"] = args.windows / statistics.median(child["times"][1:])
+            _progress("torch", results["torch"])
+            evidence += child["evidence"]
+    return results, notes, evidence
+
+
+def best_ratio(results: dict[str, float | None]) -> tuple[float | None, str | None, str | None]:
+    """(pulsecast's faster path / the faster peer, that path, that peer)."""
+    peers = {k: v for k, v in results.items() if k not in PULSECAST_PATHS and v}
+    best_peer_path = max(peers, key=peers.get) if peers else None
+    ours = {k: v for k, v in results.items() if k in PULSECAST_PATHS and v}
+    best_path = max(ours, key=ours.get) if ours else None
+    pulse, peer = ours.get(best_path), peers.get(best_peer_path)
+    return (pulse / peer if pulse and peer else None), best_path, best_peer_path
+
+
+def print_table(results: dict[str, float | None]) -> None:
+    ratio, best_path, best_peer_path = best_ratio(results)
+    best_peer = results.get(best_peer_path) if best_peer_path else None
+    print(f"\n{'path':<18}{'windows/s':>12}{'vs best peer':>14}")
+    for name, wps in results.items():
+        rel = f"{wps / best_peer:.2f}x" if best_peer and wps else "-"
+        print(f"{name:<18}{wps or 0:>12.0f}{rel:>14}")
+    if ratio:
+        print(f"ratio_vs_best_peer: pulsecast's best path {best_path} / {best_peer_path} "
+              f"= {ratio:.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     print(f"device: {device}\nbackend: {backend}  keras {keras.__version__}  "
           f"precision {args.precision}  batch {args.batch_size}  windows/epoch {args.windows}  "
-          f"timed epochs {args.epochs} (+1 warm-up)", flush=True)
-    results: dict[str, float | None] = {}
+          f"timed epochs {args.epochs} (+1 warm-up)  repeats {args.repeats}", flush=True)
+    runs: list[dict[str, float | None]] = []
     notes, evidence = [], []
     with tempfile.TemporaryDirectory(prefix="pulsecast-bench-") as tmp:
         root = Path(tmp) / "dataset"
@@ -391,44 +460,28 @@ def main(argv: list[str] | None = None) -> int:
 
         spec = WindowSpec(INPUT_STEPS, HORIZON, 1, (CHANNEL,), (CHANNEL,))
         x, y = WindowBatcher(load_dataset(root), spec, "train").materialize()
-        if "pulsecast" in paths:
-            times, model = bench_pulsecast(root, args)
-            results["pulsecast"] = args.windows / statistics.median(times[1:])
-            if args.evidence:
-                evidence += cudnn_evidence(model, x, y, backend)
-            _progress("pulsecast", results["pulsecast"])
-        if "pulsecast_device" in paths:
-            times = bench_pulsecast_device(root, args)
-            results["pulsecast_device"] = args.windows / statistics.median(times[1:])
-            _progress("pulsecast_device", results["pulsecast_device"])
-        if "keras_numpy" in paths:
-            times, model = bench_keras_numpy(x, y, args)
-            results["keras_numpy"] = args.windows / statistics.median(times[1:])
-            _progress("keras_numpy", results["keras_numpy"])
-        if "torch" in paths:
-            child = run_torch_child(Path(tmp), x, y, args)
-            if child is None:
-                notes.append("torch is not installed: the PyTorch peer was skipped "
-                             "(pip install '.[bench]')")
-            else:
-                results["torch"] = args.windows / statistics.median(child["times"][1:])
-                _progress("torch", results["torch"])
-                evidence += child["evidence"]
+        for r in range(args.repeats):
+            if args.repeats > 1:
+                print(f"run {r + 1} of {args.repeats}", flush=True)
+            results, notes, more = run_paths(args, paths, Path(tmp), root, x, y, backend)
+            evidence += more if r == 0 else []
+            runs.append(results)
+            if args.repeats > 1:
+                print_table(results)
     keras.config.set_dtype_policy("float32")
-    peers = {k: v for k, v in results.items() if k not in PULSECAST_PATHS and v}
-    best_peer_path = max(peers, key=peers.get) if peers else None
-    best_peer = peers.get(best_peer_path)
-    ours = {k: v for k, v in results.items() if k in PULSECAST_PATHS and v}
-    best_path = max(ours, key=ours.get) if ours else None
-    pulse = ours.get(best_path)
-    ratio = pulse / best_peer if pulse and best_peer else None
-    print(f"\n{'path':<18}{'windows/s':>12}{'vs best peer':>14}")
-    for name, wps in results.items():
-        rel = f"{wps / best_peer:.2f}x" if best_peer else "-"
-        print(f"{name:<18}{wps:>12.0f}{rel:>14}")
-    if ratio:
-        print(f"ratio_vs_best_peer: pulsecast's best path {best_path} / {best_peer_path} "
-              f"= {ratio:.3f}")
+    # With repeats, each path's figure is its median over the runs and the ratio the median of
+    # the runs' own side-by-side ratios (each from paths timed minutes apart, not hours).
+    results = {k: _median([run[k] for run in runs]) for k in runs[0]}
+    ratios = [best_ratio(run)[0] for run in runs]
+    ratio = _median(ratios)
+    _, best_path, best_peer_path = best_ratio(results)
+    if args.repeats > 1:
+        print(f"\nmedian of {args.repeats} runs:")
+    print_table(results)
+    if args.repeats > 1 and ratio:
+        spread = [f"{v:.3f}" for v in ratios if v]
+        print(f"ratio_vs_best_peer over {args.repeats} runs: median {ratio:.3f} "
+              f"(runs {', '.join(spread)})")
     for line in notes + evidence:
         print(line)
 
@@ -441,13 +494,20 @@ def main(argv: list[str] | None = None) -> int:
         "keras_numpy_windows_per_s": rounded(results.get("keras_numpy")),
         "torch_windows_per_s": rounded(results.get("torch")),
         "ratio_vs_best_peer": round(ratio, 3) if ratio else None,
+        "ratio_runs": [round(v, 3) if v else None for v in ratios],
         "ratio_pulsecast_path": best_path, "ratio_peer_path": best_peer_path,
         "device": device, "backend": backend, "precision": args.precision,
         "batch_size": args.batch_size, "windows": args.windows, "epochs": args.epochs,
-        "steps_per_execution": args.steps_per_execution, "jit_compile": args.jit_compile,
-        "workers": args.workers,
+        "repeats": args.repeats, "steps_per_execution": args.steps_per_execution,
+        "jit_compile": args.jit_compile, "workers": args.workers,
+        "torch_threads": args.torch_threads,
     }), flush=True)
     return 0
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v]
+    return statistics.median(known) if known else None
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@
 // kernel (H, 4H), bias (4H); sigmoid gates, tanh cell). Why it exists: a Keras/TensorFlow LSTM
 // step is a handful of small ops per time step, forward and backward, and on CPU the per-op
 // overhead costs more than the arithmetic (docs/performance.md). Here one native loop runs a
-// whole sequence: per step one sgemm (h @ U forward, dz @ U^T backward) through the OpenBLAS that
-// numpy ships, and the gate arithmetic in one vectorised pass. The batch is cut into one shard
+// whole sequence: per step one sgemm forward (h @ U), two backward (dz @ U^T and h^T @ dz), through
+// the OpenBLAS that numpy ships, and the gate arithmetic in one vectorised pass. The batch is cut
+// into one shard
 // per intra-op thread; each shard runs its own recurrence (rows of a batch never interact), with
-// OpenBLAS single-threaded inside it. The recurrent-kernel gradient is one sgemm per column block
-// after the loop.
+// OpenBLAS single-threaded inside it. The backward pass adds each step's recurrent-kernel gradient
+// (h_prev[t]^T @ dz_t) while that step's dz is still in cache, into one partial sum per shard.
 //
 // Layouts: x (B, T, D), h_seq (B, T, H) batch-major like Keras; the workspace outputs gates
 // (T, B, 4H: activated i, f, g, o), c_seq (T, B, H) and h_prev (T, B, H: the state each step
@@ -219,8 +220,6 @@ class PulsecastLstmGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, recurrent.shape(), &drecurrent));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({G}), &dbias));
-    Tensor dz_tensor;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({T, B, G}), &dz_tensor));
 
     const float* xp = x.flat<float>().data();
     const float* c0p = c0.flat<float>().data();
@@ -237,7 +236,6 @@ class PulsecastLstmGradOp : public OpKernel {
     float* dW = dkernel->flat<float>().data();
     float* dU = drecurrent->flat<float>().data();
     float* db = dbias->flat<float>().data();
-    float* dzs = dz_tensor.flat<float>().data();
     std::fill(dW, dW + D * G, 0.0f);
     std::fill(db, db + G, 0.0f);
     std::fill(dU, dU + H * G, 0.0f);
@@ -248,13 +246,19 @@ class PulsecastLstmGradOp : public OpKernel {
       return;
     }
 
-    // Per-shard partial sums of the kernel and bias gradients, added up after the shards.
+    // Per-shard partial sums of the kernel, bias and recurrent-kernel gradients, added up after
+    // the shards. dz of one step lives in a per-shard buffer (n x 4H, cache-resident) and goes
+    // into dU at once (dU += h_prev[t]^T @ dz_t): no (T, B, 4H) workspace written and read back.
     const int64_t max_shards = ctx->device()->tensorflow_cpu_worker_threads()->workers->NumThreads();
-    std::vector<float> partial(max_shards * (D + 1) * G, 0.0f);
+    const int64_t part = (D + 1 + H) * G;
+    std::vector<float> partial(max_shards * part, 0.0f);
     ForEachShard(ctx, B, [&](int64_t shard, int64_t b0, int64_t b1) {
       const int64_t n = b1 - b0;
-      float* pW = partial.data() + shard * (D + 1) * G;
+      float* pW = partial.data() + shard * part;
       float* pb = pW + D * G;
+      float* pU = pb + G;
+      std::vector<float> dzbuf(n * G);
+      float* dz = dzbuf.data();
       float* dh = dh0p + b0 * H;  // the carried dL/dh; ends as dL/dh0
       float* dc = dc0p + b0 * H;  // the carried dL/dc; ends as dL/dc0
       std::fill(dh, dh + n * H, 0.0f);
@@ -263,7 +267,6 @@ class PulsecastLstmGradOp : public OpKernel {
         const float* s = zs + (t * B + b0) * G;
         const float* ct = cs + (t * B + b0) * H;
         const float* cprev = t ? cs + ((t - 1) * B + b0) * H : c0p + b0 * H;
-        float* dz = dzs + (t * B + b0) * G;
         for (int64_t r = 0; r < n; ++r) {
           const float* sr = s + r * G;
           const float* dhr_out = dhs + ((b0 + r) * T + t) * H;
@@ -304,19 +307,16 @@ class PulsecastLstmGradOp : public OpKernel {
           Gemm(false, true, n, D, G, dz, G, W, G, 0.0f, dxp + (b0 * T + t) * D, T * D);
           Gemm(true, false, D, G, n, xp + (b0 * T + t) * D, T * D, dz, G, 1.0f, pW, G);
         }
+        Gemm(true, false, H, G, n, hp + (t * B + b0) * H, H, dz, G, 1.0f, pU, G);  // dU
         Gemm(false, true, n, H, G, dz, G, U, G, 0.0f, dh, H);  // dh = dz_t @ U^T
       }
     });
     for (int64_t s = 0; s < max_shards; ++s) {
-      const float* pW = partial.data() + s * (D + 1) * G;
+      const float* pW = partial.data() + s * part;
       for (int64_t k = 0; k < D * G; ++k) dW[k] += pW[k];
       for (int64_t k = 0; k < G; ++k) db[k] += pW[D * G + k];
+      for (int64_t k = 0; k < H * G; ++k) dU[k] += pW[(D + 1) * G + k];
     }
-    // dU = sum over t of h_prev[t]^T @ dz_t: one sgemm over all T * B rows per column block.
-    // Sharded like the rest (OpenBLAS' own threads would spin beside the pool's afterwards).
-    ForEachShard(ctx, G, [&](int64_t, int64_t g0, int64_t g1) {
-      Gemm(true, false, H, g1 - g0, T * B, hp, H, dzs + g0, G, 0.0f, dU + g0, G);
-    });
   }
 };
 
