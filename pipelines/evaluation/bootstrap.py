@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
+def check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
+    """Refuse a forecast whose shape differs from the truth `(batch, horizon, targets)`."""
     if y.ndim != 3:
         raise ValueError(f"y must be (batch, horizon, targets), got shape {y.shape}")
     if y_hat.shape != y.shape:
@@ -51,8 +52,8 @@ def bootstrap_skill_ci(
     draws patients with replacement and recomputes both pooled MAEs over all their windows.
     Deterministic for a given `seed`. `patient_ids` has one entry per window.
     """
-    _check_pair(y, y_hat)
-    _check_pair(y, y_baseline)
+    check_pair(y, y_hat)
+    check_pair(y, y_baseline)
     ids = np.asarray(patient_ids)
     if ids.shape != (len(y),):
         raise ValueError(f"patient_ids must have one entry per window ({len(y)}), got {ids.shape}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.evaluation.bootstrap import abs_error_sums, bootstrap_skill_ci
+from pipelines.evaluation.bootstrap import abs_error_sums, bootstrap_skill_ci, check_pair
 
 __all__ = ["CYCLE_MEDIAN", "REPORTED_ONLY", "ErrorSummary", "Evaluation", "abs_error_sums",
            "bootstrap_skill_ci", "compute_evaluation", "interval_coverage", "mae",
@@ -34,13 +34,6 @@ __all__ = ["CYCLE_MEDIAN", "REPORTED_ONLY", "ErrorSummary", "Evaluation", "abs_e
 # model is judged against the classic three and, separately, against it.
 REPORTED_ONLY: tuple[str, ...] = ("cycle_median",)
 CYCLE_MEDIAN = "cycle_median"
-
-
-def _check_pair(y: np.ndarray, y_hat: np.ndarray) -> None:
-    if y.ndim != 3:
-        raise ValueError(f"y must be (batch, horizon, targets), got shape {y.shape}")
-    if y_hat.shape != y.shape:
-        raise ValueError(f"y_hat shape {y_hat.shape} does not match y shape {y.shape}")
 
 
 def _masked_mean(
@@ -54,19 +47,19 @@ def _masked_mean(
 
 def mae(y: np.ndarray, y_hat: np.ndarray) -> float:
     """Mean absolute error over every known truth value (physical units)."""
-    _check_pair(y, y_hat)
+    check_pair(y, y_hat)
     return float(_masked_mean(np.abs(y_hat - y), np.isfinite(y), None))
 
 
 def rmse(y: np.ndarray, y_hat: np.ndarray) -> float:
     """Root mean squared error over every known truth value (physical units)."""
-    _check_pair(y, y_hat)
+    check_pair(y, y_hat)
     return float(np.sqrt(_masked_mean((y_hat - y) ** 2, np.isfinite(y), None)))
 
 
 def mae_per_step(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
     """MAE at each horizon step, over windows and targets: `(horizon,)`."""
-    _check_pair(y, y_hat)
+    check_pair(y, y_hat)
     return _masked_mean(np.abs(y_hat - y), np.isfinite(y), (0, 2))
 
 
@@ -89,8 +82,8 @@ def pinball_loss(y: np.ndarray, q_hat: np.ndarray, quantiles: Sequence[float]) -
 
 def interval_coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     """Fraction of known truth values inside the closed interval [lo, hi] (same shapes as y)."""
-    _check_pair(y, lo)
-    _check_pair(y, hi)
+    check_pair(y, lo)
+    check_pair(y, hi)
     known = np.isfinite(y)
     inside = (y >= lo) & (y <= hi)
     return float(_masked_mean(inside.astype(np.float64), known, None))
