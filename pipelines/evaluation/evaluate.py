@@ -41,7 +41,8 @@ from pipelines.evaluation.left_out import (
     summarize_left_out,
 )
 from pipelines.evaluation.metrics import Evaluation, compute_evaluation
-from pipelines.evaluation.report import ForecastExamples, write_report
+from pipelines.evaluation.plots import ForecastExamples
+from pipelines.evaluation.report import write_report
 from pipelines.windows.batcher import WindowBatcher
 from pipelines.windows.spec import NoWindowsError, WindowSpec
 

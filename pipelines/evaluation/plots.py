@@ -11,16 +11,36 @@ Writing the PNGs is `pipelines.evaluation.report.write_report`'s job.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from pipelines.evaluation.metrics import Evaluation
-    from pipelines.evaluation.report import ForecastExamples
 
 _MAX_LABELLED = 60  # records named on the x axis; more get no tick labels
 _HISTORY_HORIZONS = 2  # input drawn before the forecast, in horizons
+
+
+@dataclass(frozen=True)
+class ForecastExamples:
+    """A few windows to draw: `x` `(n, input_steps, channels)`, `y`/`y_hat` `(n, horizon, targets)`.
+
+    `target_idx` maps target k to its input channel (to draw the history); `baselines` holds
+    optional baseline forecasts shaped like `y`; `fs` (Hz) puts the time axis in seconds;
+    `labels` titles each window (`"best record: a103l\nskill 0.410"`).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    y_hat: np.ndarray
+    target_idx: tuple[int, ...]
+    baselines: Mapping[str, np.ndarray] = field(default_factory=dict)
+    target_names: tuple[str, ...] = ()
+    fs: float | None = None
+    labels: tuple[str, ...] = ()
 
 
 def new_figure(width: float, height: float):

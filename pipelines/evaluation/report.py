@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ import numpy as np
 from pipelines.atomic import atomic_write
 from pipelines.evaluation.left_out import describe_left_out
 from pipelines.evaluation.metrics import ErrorSummary, Evaluation
-from pipelines.evaluation.plots import new_figure, plot_records
+from pipelines.evaluation.plots import ForecastExamples, new_figure, plot_records
 
 _LEAD_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # of the horizon: the lead times of the horizon table
 
@@ -128,25 +126,6 @@ def _groups_tables(result: Evaluation) -> list[str]:
                        f"{_fmt(g.baselines.get(result.best_baseline))} | {_fmt(g.skill)} | "
                        f"[{_fmt(lo)}, {_fmt(hi)}] | {_fmt(g.skill_vs_cycle_median)} |")
     return out
-
-
-@dataclass(frozen=True)
-class ForecastExamples:
-    """A few windows to draw: `x` `(n, input_steps, channels)`, `y`/`y_hat` `(n, horizon, targets)`.
-
-    `target_idx` maps target k to its input channel (to draw the history); `baselines` holds
-    optional baseline forecasts shaped like `y`; `fs` (Hz) puts the time axis in seconds;
-    `labels` titles each window (`"best record: a103l\nskill 0.410"`).
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-    y_hat: np.ndarray
-    target_idx: tuple[int, ...]
-    baselines: Mapping[str, np.ndarray] = field(default_factory=dict)
-    target_names: tuple[str, ...] = ()
-    fs: float | None = None
-    labels: tuple[str, ...] = ()
 
 
 def _plot_error_by_step(result: Evaluation):
