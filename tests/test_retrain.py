@@ -159,6 +159,25 @@ def test_a_config_that_changes_the_model_needs_from_scratch(world):
     assert snapshot(world.store, world.ds) == before
 
 
+def test_a_grown_dataset_without_a_val_patient_is_refused_before_any_fit(world, caplog):
+    # The old dataset's only val patient moved to train: the grown dataset (new patients go to
+    # train and test) has none. Refused after the staged ingest, naming the counts, before a run
+    # folder or a fit; nothing changes.
+    import pandas as pd
+
+    manifest = world.ds / "manifest.parquet"
+    frame = pd.read_parquet(manifest)
+    frame["split"] = frame["split"].replace("val", "train")
+    frame.to_parquet(manifest)
+    before = snapshot(world.store, world.ds)
+    assert main(retrain(world, "--epochs", "1")) == 1
+    assert "at least one patient in each of train/val/test" in caplog.text, caplog.text
+    assert "train=6 val=0 test=2" in caplog.text, caplog.text
+    assert f"dataset {world.ds} with the new records" in caplog.text, caplog.text
+    assert snapshot(world.store, world.ds) == before
+    assert not (world.root / "runs").exists()
+
+
 def test_rollback_refuses_a_missing_version_and_the_latest(world):
     assert main(["rollback", "--model-name", "tiny", "--to", "7", "--model-store",
                  str(world.store)]) == 1

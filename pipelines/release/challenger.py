@@ -68,8 +68,10 @@ def load_warm_start(champion: Champion):
 
 
 def fit_challenger(recipe: Recipe, dataset: Dataset, champion: Champion, from_scratch: bool,
-                   run_dir: Path):
-    """Train the challenger on the grown train split; returns (model, parameter rows)."""
+                   run_dir: Path, batchers=None):
+    """Train the challenger on the grown train split; returns (model, parameter rows).
+
+    `batchers`: the (train, val) batchers when the caller already built them (the split check)."""
     import keras
 
     from models.architectures import build_model
@@ -87,7 +89,7 @@ def fit_challenger(recipe: Recipe, dataset: Dataset, champion: Champion, from_sc
     keras.utils.set_random_seed(recipe.train.seed)
     keras.config.set_dtype_policy(recipe.train.precision)
     spec, mspec = window_spec(recipe), model_spec_from_config(recipe.to_dict())
-    train_b, val_b = make_batchers(dataset, spec, recipe.train)
+    train_b, val_b = batchers or make_batchers(dataset, spec, recipe.train)
     log.info("challenger: %s on %d training windows (%d validation)",
              "from scratch" if from_scratch else f"warm-started from v{champion.version}",
              train_b.n_windows, val_b.n_windows if val_b else 0)

@@ -5,7 +5,9 @@
 1. the champion is the highest version of the model; its `pulsecast.json` names its dataset and
    the recipe it was trained with (`--config` replaces the recipe, `--epochs` its epochs);
 2. the new records are added to that dataset in a staging folder (`pipelines.ingest.incremental`);
-   nothing new -> nothing is trained, nothing changes;
+   nothing new -> nothing is trained, nothing changes; a grown dataset with a split that has no
+   patient or no window is refused here, before any run folder or fit, as `pulsecast train`
+   refuses it (`pipelines.training.train.check_dataset_splits`);
 3. a drift report compares the new records with the training data (`pipelines.dataset.drift`);
 4. the challenger is warm-started from the champion's Keras model (`assets.extra/model.keras`,
    which `pipelines.training.train.publish_version` stores in every version) or, with
@@ -161,6 +163,20 @@ def publish_challenger(model, recipe: Recipe, dataset: Dataset, cfg: RetrainConf
                            ridge=ridge)
 
 
+def check_splits(dataset: Dataset, recipe: Recipe, shown: Path):
+    """The grown (staged) dataset's (train, val) batchers, once every split has a patient and a
+    window; RetrainError naming the counts per split otherwise, and the dataset as `shown`."""
+    from pipelines.training.fit import TrainingError
+    from pipelines.training.train import check_dataset_splits, window_spec
+
+    try:
+        train_b, val_b, _ = check_dataset_splits(dataset, window_spec(recipe), recipe)
+    except TrainingError as err:
+        where = f"{shown} with the new records"
+        raise RetrainError(str(err).replace(str(dataset.root), where)) from None
+    return train_b, val_b
+
+
 def retrain(cfg: RetrainConfig) -> RetrainResult:
     """Ingest new records, train a challenger, and publish it only when the gate says so."""
     champion = read_champion(cfg.model_store, cfg.model_name)
@@ -173,12 +189,13 @@ def retrain(cfg: RetrainConfig) -> RetrainResult:
             log.info("nothing new to train on: %s", report.summary())
             return RetrainResult(cfg.model_name, "nothing_new", champion.version, report)
         log.info("%s", report.summary())
+        batchers = check_splits(inc.dataset, recipe, inc.old.root)
         run_dir = make_run_dir(cfg)
         drift = compute_dataset_drift(inc.old, inc.dataset, report.new_record_ids,
                                       cfg.ks_threshold)
         write_drift(drift, run_dir)
         model, param_rows = fit_challenger(recipe, inc.dataset, champion, cfg.from_scratch,
-                                           run_dir)
+                                           run_dir, batchers)
         evaluations, examples, ridge = evaluate_pair(champion, model, recipe, inc.dataset,
                                               inc.old.patients("test"), run_dir)
         decision = decide(evaluations["champion"], evaluations["challenger"], cfg.thresholds)
