@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from models.conditioning import fill_gaps, resample_channel
 from serve.errors import ServingError, not_found
 from serve.http import forecast as fc
 from serve.http.app import RestApp
@@ -120,19 +121,22 @@ def test_predict_through_the_fake_servable_and_an_unknown_model():
 
 def test_short_gaps_are_filled_linearly_and_edges_held():
     x = np.array([np.nan, 1.0, np.nan, 3.0, np.nan])
-    np.testing.assert_array_equal(fc.fill_gaps(x, fs=10, max_gap_s=0.1, channel="II"),
+    np.testing.assert_array_equal(fill_gaps(x, fs=10, max_gap_s=0.1, channel="II"),
                                   [1.0, 1.0, 2.0, 3.0, 3.0])
 
 
-def test_a_long_gap_names_the_channel_and_its_length():
-    x = np.r_[np.ones(10), np.full(6, np.nan), np.ones(10)]
-    with pytest.raises(ServingError, match=r"channel 'ABP' has a gap of 0.600 s \(6 samples\)"):
-        fc.fill_gaps(x, fs=10, max_gap_s=0.5, channel="ABP")
+def test_a_long_gap_in_the_window_is_a_400_naming_the_channel_and_its_length():
+    signal = np.r_[np.ones(20), np.full(6, np.nan), np.ones(2)]  # 0.12 s gap at 50 Hz
+    req = fc.parse_forecast_request({"signal": {"II": signal.tolist()}, "fs": 50,
+                                     "max_gap_s": 0.1})
+    with pytest.raises(ServingError, match=r"channel 'II' has a gap of 0.120 s \(6 samples\)") as e:
+        fc.make_window(req, META)
+    assert e.value.http_status == 400
 
 
 def test_resampling_keeps_a_slow_sine_and_the_duration():
     t_in = np.arange(0, 4, 1 / 360)
-    y = fc.resample(np.sin(2 * np.pi * t_in), 360, 250)
+    y = resample_channel(np.sin(2 * np.pi * t_in), 360, 250)
     t_out = np.arange(len(y)) / 250
     assert len(y) == 1000
     np.testing.assert_allclose(y[50:-50], np.sin(2 * np.pi * t_out)[50:-50], atol=1e-3)

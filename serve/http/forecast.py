@@ -40,8 +40,7 @@ from pydantic import (
 )
 from pydantic.types import FailFast
 
-from models import conditioning
-from models.conditioning import GapTooLongError, condition_tail, resample_channel
+from models.conditioning import GapTooLongError, condition_tail
 from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
 from serve.errors import Code, ServingError, invalid
 
@@ -239,24 +238,6 @@ def _pick_channels(signal: Mapping[str, np.ndarray], channels: list[str]) -> lis
             f"got {sorted(signal)}"
         )
     return out
-
-
-def fill_gaps(samples: np.ndarray, fs: float, max_gap_s: float, channel: str) -> np.ndarray:
-    """`models.conditioning.fill_gaps` (linear fill up to `max_gap_s`, edges held); a longer
-    gap is a 400 naming the channel and the gap."""
-    try:
-        return conditioning.fill_gaps(samples, fs, max_gap_s, channel)
-    except GapTooLongError as e:
-        raise invalid(str(e)) from None
-
-
-def resample(samples: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """`models.conditioning.resample_channel` from `fs_in` to `fs_out` Hz, as ingest resamples;
-    a rate ratio it cannot represent is a 400."""
-    try:
-        return resample_channel(samples, fs_in, fs_out)
-    except ValueError as e:
-        raise invalid(str(e)) from None
 
 
 def make_forecast_response(
