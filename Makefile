@@ -39,7 +39,7 @@ fuzz: $(STAMP)
 		tests/test_fuzz_grpc.py
 
 demo: $(STAMP)
-	$(BIN)/pulsecast demo --root data --config configs/ecg.toml
+	$(BIN)/pulsecast demo --root data --config configs/ecg.toml --epochs 16
 
 bench: $(STAMP)
 	$(PY) bench/ingest.py
