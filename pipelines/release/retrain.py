@@ -170,10 +170,10 @@ def check_splits(dataset: Dataset, recipe: Recipe, shown: Path):
     from pipelines.training.train import check_dataset_splits, window_spec
 
     try:
-        train_b, val_b, _ = check_dataset_splits(dataset, window_spec(recipe), recipe)
+        train_b, val_b, _ = check_dataset_splits(dataset, window_spec(recipe), recipe,
+                                                 where=f"dataset {shown} with the new records")
     except TrainingError as err:
-        where = f"{shown} with the new records"
-        raise RetrainError(str(err).replace(str(dataset.root), where)) from None
+        raise RetrainError(str(err)) from None
     return train_b, val_b
 
 

@@ -91,11 +91,13 @@ def _count_windows(dataset: Dataset, spec: WindowSpec, split: str) -> int:
         return 0
 
 
-def check_dataset_splits(dataset: Dataset, spec: WindowSpec, recipe: Recipe):
+def check_dataset_splits(dataset: Dataset, spec: WindowSpec, recipe: Recipe,
+                         where: str | None = None):
     """The train and val batchers and the test window count, once every split is known to have a
     patient and a window; otherwise TrainingError naming the counts per split and the fix
-    (`pipelines.dataset.splits.check_cohort_splits`). Reads signals, builds no model."""
-    where = f"dataset {dataset.root}"
+    (`pipelines.dataset.splits.check_cohort_splits`), and the dataset as `where` (default
+    `dataset <root>`). Reads signals, builds no model."""
+    where = where or f"dataset {dataset.root}"
     patients = {s: len(dataset.patients(s)) for s in SPLIT_NAMES}
     try:
         check_cohort_splits(patients, where=where)
