@@ -14,7 +14,7 @@ Every error is a `ModelConfigError` naming the file and the bad value.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from models.layout import parse_version_name
@@ -211,3 +211,31 @@ def single_model_config(model_name: str, model_base_path: str | Path) -> list[Mo
         raise ModelConfigError(f"model_name must be non-empty without '/' or ':', "
                                f"got {model_name!r}")
     return [ModelConfig(name=model_name, base_path=Path(model_base_path))]
+
+
+# -- where a config reload may point ------------------------------------------------------------
+
+
+def default_config_roots(configs: Sequence[ModelConfig],
+                         extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """The roots a gRPC config reload may name base paths under, when none were given at start:
+    the folders holding the configured base paths (for `--model-store`, the store), plus
+    `extra` (the store itself, so an empty store can still be reloaded into). Real paths."""
+    roots = {Path(c.base_path).resolve().parent for c in configs}
+    roots.update(Path(p).resolve() for p in extra)
+    return tuple(sorted(roots))
+
+
+def check_under_roots(configs: Sequence[ModelConfig], roots: Sequence[Path],
+                      source: str = "ReloadConfigRequest") -> None:
+    """Raise `ModelConfigError` unless every config's base path, links followed, lies under one
+    of `roots`: a reload must not load a SavedModel (a program) from anywhere on the machine.
+    The text names the model and the path the client sent, never the roots."""
+    real_roots = [Path(r).resolve() for r in roots]
+    for i, config in enumerate(configs, start=1):
+        real = Path(config.base_path).resolve()
+        if not any(real == root or real.is_relative_to(root) for root in real_roots):
+            raise ModelConfigError(
+                f"{source}: config #{i} ({config.name}): base_path {str(config.base_path)!r} is "
+                "outside the folders this server may load models from (--model_config_roots)"
+            )

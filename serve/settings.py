@@ -67,6 +67,24 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(16 * MIB, ge=1)  # before and after gzip
     drain_timeout_s: float = 30.0
 
+    # -- what one request may cost (docs/reliability.md, threat model) ----------------------
+    # The decoded input tensors of one request, summed, on every protocol (REST row and
+    # columnar, KServe V2, gRPC TensorProto, a one-value broadcast included), checked before
+    # anything is allocated. 64 MiB holds the largest request a 16 MiB body can carry (8 M
+    # values of at least 2 characters each, as int64 or float64).
+    max_request_tensor_bytes: int = Field(64 * MIB, ge=1)
+    # The gRPC receive limit; None = max_body_bytes (the same weight on both protocols).
+    grpc_max_receive_bytes: int | None = Field(None, ge=1)
+    # Slow clients: a REST request's headers must arrive within header_timeout_s of its first
+    # byte, its body within body_timeout_s of the headers; past either the socket is closed.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(60.0, gt=0)
+    # Where a gRPC config reload may point base paths; None = the folders holding the base
+    # paths configured at start (for --model-store: the store itself).
+    model_config_roots: tuple[LaxPath, ...] | None = None
+    # Serve a version folder whose real path leaves its model's base path (a link elsewhere).
+    allow_version_links: bool = False
+
     # -- batching (TF Serving's BatchingParameters; None = the file's value or TF's default) --
     enable_batching: bool = False
     batching_parameters_file: LaxPath | None = None
@@ -93,6 +111,11 @@ class ServerSettings(BaseModel):
         if self.api_token is not None and not self.api_token.get_secret_value():
             raise ValueError("api_token must be non-empty when set")
         return self
+
+    @property
+    def grpc_receive_bytes(self) -> int:
+        """The gRPC receive limit: `grpc_max_receive_bytes`, else the REST body limit."""
+        return self.grpc_max_receive_bytes or self.max_body_bytes
 
     @property
     def rest_timeout_s(self) -> float:

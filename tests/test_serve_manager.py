@@ -182,8 +182,9 @@ def test_a_failed_version_is_end_with_its_error_and_the_old_one_keeps_serving(
     manager.poll_once()  # 2 fails; 1 is not aspired, so nothing serves yet
     assert _states(manager) == {2: "END"}
     status = manager.status("m", 2)[0]
+    # clients read the model and version, never the server's folders (the log keeps them)
     assert (status.error_code, status.error_message) == (
-        Code.DATA_LOSS, f"broken model at {base / '2'}"
+        Code.DATA_LOSS, "broken model at <model m version 2>"
     )
     # with 1 serving first, a broken 2 leaves 1 serving
     base2 = _versions(tmp_path / "b", 1)
@@ -467,3 +468,38 @@ def test_a_version_is_available_before_its_xla_runtime_and_unloads_cleanly_mid_c
     leaked = [t.name for t in threading.enumerate()
               if t.name.startswith(("xla-compile-m-", "autobatch-m-"))]
     assert leaked == []
+
+
+def test_a_version_folder_linking_out_of_the_base_path_is_refused_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    elsewhere = _versions(tmp_path / "elsewhere", 7)
+    base = _versions(tmp_path / "store" / "m", 1)
+    (base / "2").symlink_to(elsewhere / "7", target_is_directory=True)
+    manager, _ = _manager(base)
+    manager.poll_once()
+    status = manager.status("m", 2)[0]
+    assert status.state.name == "END" and status.error_code == Code.FAILED_PRECONDITION
+    assert status.error_message == (
+        "version 2 of model m is a link to a folder outside the model's base path; it is not "
+        "served (start the server with --allow_version_links to serve such versions)")
+    assert str(tmp_path) not in status.error_message
+    # as any version that fails to load: latest-1 aspires 2 only, so nothing serves
+    assert manager.available_versions("m") == []
+
+
+def test_allow_version_links_serves_a_linked_version_folder(tmp_path: Path) -> None:
+    elsewhere = _versions(tmp_path / "elsewhere", 7)
+    base = _versions(tmp_path / "store" / "m", 1)
+    (base / "2").symlink_to(elsewhere / "7", target_is_directory=True)
+    manager, _ = _manager(base, allow_version_links=True)
+    manager.poll_once()
+    assert manager.available_versions("m") == [2]
+
+
+def test_a_link_inside_the_base_path_is_served(tmp_path: Path) -> None:
+    base = _versions(tmp_path / "store" / "m", 1)
+    (base / "2").symlink_to(base / "1", target_is_directory=True)
+    manager, _ = _manager(base)
+    manager.poll_once()
+    assert manager.available_versions("m") == [2]

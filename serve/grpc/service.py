@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,11 +35,17 @@ from serve.errors import Code, ServingError, invalid
 from serve.types import ModelConfig, SignatureInfo, TensorInfo
 from serve.wire.dtypes import dtype_enum
 from serve.wire.examples import examples_of
-from serve.wire.tensor_proto import DEFAULT_MAX_TENSOR_BYTES, decode_tensor, encode_tensor
+from serve.wire.tensor_proto import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    check_request_bytes,
+    decode_tensor,
+    encode_tensor,
+)
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_DEF_FIELD = "signature_def"
+INTERNAL_TEXT = "Internal error (the server's log has the details)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,11 +127,12 @@ def _errors_to_status(context: grpc.ServicerContext, method: str,
         if observe is not None:
             observe(model, method, err.code.name, time.perf_counter() - t0)
         context.abort(grpc.StatusCode[err.code.name], err.message)
-    except Exception as err:  # a bug or TF failure must answer, never kill the worker
+    except Exception:  # a bug or TF failure must answer, never kill the worker
+        # the text stays in the log: an exception's text can name files and internals
         log.exception("%s failed unexpectedly", method)
         if observe is not None:
             observe(model, method, "INTERNAL", time.perf_counter() - t0)
-        context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+        context.abort(grpc.StatusCode.INTERNAL, INTERNAL_TEXT)
     else:
         if observe is not None:
             observe(model, method, "OK", time.perf_counter() - t0)
@@ -147,10 +155,11 @@ class PredictionServicer:
 
     def __init__(self, manager: Any, tensor_content_outputs: bool = False,
                  max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, max_broadcast_bytes: int | None = None) -> None:
         self.manager = manager
         self.tensor_content_outputs = tensor_content_outputs
         self.max_tensor_bytes = max_tensor_bytes
+        self.max_broadcast_bytes = max_broadcast_bytes
         self.metrics = metrics
 
     def _calls(self, context: grpc.ServicerContext, method: str, model: str):
@@ -170,8 +179,11 @@ class PredictionServicer:
                         Code.FAILED_PRECONDITION,
                         f'Serving signature key "{signature_name}" not found.',
                     )
+                # the whole request's weight first: nothing is allocated for a refused one
+                check_request_bytes(request.inputs, self.max_tensor_bytes)
                 inputs = {
-                    alias: decode_tensor(proto, alias, self.max_tensor_bytes)
+                    alias: decode_tensor(proto, alias, self.max_tensor_bytes,
+                                         self.max_broadcast_bytes)
                     for alias, proto in request.inputs.items()
                 }
                 outputs = servable.predict(signature_name, inputs, tuple(request.output_filter))
@@ -244,11 +256,24 @@ class PredictionServicer:
 
 
 class ModelServicer:
-    """tensorflow.serving.ModelService: version status and config reloads."""
+    """tensorflow.serving.ModelService: version status and config reloads.
 
-    def __init__(self, manager: Any, metrics: Any = None) -> None:
+    A reload may only name base paths under `config_roots` (real paths; None: the folders
+    holding the base paths configured now, `serve.model_config.default_config_roots`); any other
+    is INVALID_ARGUMENT and nothing is unloaded.
+    """
+
+    def __init__(self, manager: Any, metrics: Any = None,
+                 config_roots: Sequence[Path] | None = None) -> None:
         self.manager = manager
         self.metrics = metrics
+        if config_roots is None:
+            from serve.model_config import default_config_roots
+
+            config_of = getattr(manager, "config", None)
+            configs = [config_of(n) for n in manager.model_names()] if config_of else []
+            config_roots = default_config_roots(configs)
+        self.config_roots = tuple(config_roots)
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         from tensorflow_serving.apis import get_model_status_pb2
@@ -280,8 +305,11 @@ class ModelServicer:
                 # server_core.cc: an empty config is no action, so a later real one still works
                 log.info("Taking no action for empty config.")
             else:
+                from serve.model_config import check_under_roots
+
                 try:
                     configs = configs_from_proto(request.config)
+                    check_under_roots(configs, self.config_roots)  # before anything unloads
                     reload_config(configs)
                 except ValueError as err:  # a ModelConfigError, duplicate names...
                     raise invalid(str(err)) from err

@@ -32,6 +32,7 @@ from models.layout import scan_versions
 from serve.errors import Code, ServingError
 from serve.types import BatchingParams, ModelConfig, Servable, VersionState
 from serve.versions.disk import folder_token
+from serve.versions.messages import public_text
 from serve.versions.table import ModelEntry, VersionEntry, VersionTable
 from serve.versions.unload_rule import versions_to_unload
 
@@ -48,7 +49,10 @@ class ModelManager(VersionTable):
     wraps pulsecast models (those with pulsecast.json metadata) in
     `serve.batching.adaptive.AdaptiveBatcher`, which batches concurrent requests without changing
     any answer; 0 turns that off. `runtime` and `enable_warmup` go to `load_servable`.
-    `loader` replaces `serve.runtime.load.load_servable` (tests).
+    `loader` replaces `serve.runtime.load.load_servable` (tests). A version folder whose real
+    path leaves its model's base path (a link elsewhere) is refused, its status saying why,
+    unless `allow_version_links`. Status texts name the model and version, never a path (the
+    log has the paths: `serve.versions.messages`).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class ModelManager(VersionTable):
         enable_warmup: bool = True,
         loader: Loader | None = None,
         auto_batching: int = 0,
+        allow_version_links: bool = False,
     ) -> None:
         if auto_batching < 0:
             raise ValueError(f"auto_batching must be >= 0, got {auto_batching}")
@@ -73,6 +78,7 @@ class ModelManager(VersionTable):
         self.enable_warmup = enable_warmup
         self._loader = loader
         self.auto_batching = auto_batching
+        self.allow_version_links = allow_version_links
         self._scheduler = None
         if batching is not None:
             from serve.batching.scheduler import BatchScheduler
@@ -201,18 +207,21 @@ class ModelManager(VersionTable):
         log.info("Loading servable version {name: %s version: %d} from %s", name, number, path)
         t0 = time.perf_counter()
         try:
+            self._check_inside_base_path(model.config, number, path)
             servable = self._load_servable(name, number, path)
         except Exception as err:  # a bad model must never take the server down
             if isinstance(err, ServingError):
                 code, message = err.code, err.message
             else:
                 code, message = Code.UNKNOWN, f"{type(err).__name__}: {err}"
+            public = public_text(message, name, number, (path, path.resolve(),
+                                                        model.config.base_path))
             with self._cond:
-                entry.state, entry.error_code, entry.error_message = VersionState.END, code, message
+                entry.state, entry.error_code, entry.error_message = VersionState.END, code, public
                 entry.failed_token = token
                 self._cond.notify_all()
-            log.error("Loading servable version {name: %s version: %d} failed after %.2f s: %s",
-                      name, number, time.perf_counter() - t0, message[:500])
+            log.error("Loading servable version {name: %s version: %d} from %s failed after "
+                      "%.2f s: %s", name, number, path, time.perf_counter() - t0, message[:500])
             return
         if self._scheduler is not None:
             servable = self._scheduler.wrap(servable)
@@ -227,6 +236,19 @@ class ModelManager(VersionTable):
         log.info("Successfully loaded servable version {name: %s version: %d} in %.2f s "
                  "(runtime %s)", name, number, time.perf_counter() - t0,
                  getattr(servable, "runtime", "?"))
+
+    def _check_inside_base_path(self, config: ModelConfig, number: int, path: Path) -> None:
+        """FAILED_PRECONDITION for a version folder whose real path leaves the base path."""
+        if self.allow_version_links:
+            return
+        base = Path(config.base_path).resolve()
+        if not path.resolve().is_relative_to(base):
+            raise ServingError(
+                Code.FAILED_PRECONDITION,
+                f"version {number} of model {config.name} is a link to a folder outside the "
+                "model's base path; it is not served (start the server with "
+                "--allow_version_links to serve such versions)",
+            )
 
     def _load_servable(self, name: str, number: int, path: Path) -> Servable:
         if self._loader is not None:

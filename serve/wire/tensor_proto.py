@@ -19,6 +19,7 @@ this module stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,11 @@ from serve.wire.dtypes import BY_NUMBER, DType, dtype_name, from_numpy
 
 # TF's TensorShape allows at most 254 dimensions.
 MAX_RANK = 254
-# A broadcast scalar could ask for any size; cap what one decoded tensor may allocate.
-DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+# What one request's decoded tensors may total unless the caller says otherwise (the server
+# passes `--max_request_tensor_bytes`): checked on the declared shapes, before allocating.
+DEFAULT_MAX_TENSOR_BYTES = 64 << 20
+# An object array (DT_STRING) holds one pointer per element, whatever the strings weigh.
+_OBJECT_ITEMSIZE = 8
 
 
 def numpy_to_dtype_enum(dtype: np.dtype) -> int:
@@ -136,10 +140,19 @@ def _typed_values(proto: Any, kind: DType, dtype: np.dtype, name: str) -> np.nda
     return raw.astype(dtype, copy=True)
 
 
-def _decode_typed(proto: Any, kind: DType, dtype: np.dtype, n: int, name: str) -> np.ndarray:
-    values = _typed_values(proto, kind, dtype, name)
+def _decode_typed(proto: Any, kind: DType, dtype: np.dtype, n: int, name: str,
+                  max_broadcast_bytes: int) -> np.ndarray:
     count = len(getattr(proto, kind.proto_field))
     per = kind.values_per_element
+    if count == per and n > 1 and n * _itemsize(dtype) > max_broadcast_bytes:
+        # A few bytes on the wire must not cost gigabytes: a broadcast may fill at most what a
+        # request could carry as values (the receive limit), refused before any allocation.
+        raise invalid(
+            f"tensor parsing error: {name}: one {kind.proto_field} value broadcast to "
+            f"{n * _itemsize(dtype)} bytes, over the limit of {max_broadcast_bytes} bytes for "
+            "a broadcast; send the values"
+        )
+    values = _typed_values(proto, kind, dtype, name)
     if values.dtype != dtype or count not in (n * per, per) and not (n == 0 and count == 0):
         raise invalid(
             f"tensor parsing error: {name}: {kind.proto_field} has {count} values for a tensor of "
@@ -150,33 +163,66 @@ def _decode_typed(proto: Any, kind: DType, dtype: np.dtype, n: int, name: str) -
     return values
 
 
-def decode_tensor(
-    proto: Any, name: str = "tensor", max_bytes: int = DEFAULT_MAX_TENSOR_BYTES
-) -> np.ndarray:
-    """A TensorProto as a numpy array of its dtype and shape (DT_STRING -> object array of bytes).
+def _itemsize(dtype: np.dtype) -> int:
+    return _OBJECT_ITEMSIZE if dtype.kind == "O" else dtype.itemsize
 
-    `name` (the input alias) goes into error messages. Raises `ServingError` INVALID_ARGUMENT,
-    starting with TF Serving's `tensor parsing error: <name>`, for an unsupported dtype, a bad
-    shape, a size mismatch, or a tensor over `max_bytes`.
-    """
+
+def _kind_of(proto: Any, name: str) -> DType:
     kind = BY_NUMBER.get(int(proto.dtype))
     if kind is None or kind.numpy is None:
         raise invalid(
             f"tensor parsing error: {name}: dtype {dtype_name(int(proto.dtype))} is not supported"
         )
+    return kind
+
+
+def decoded_bytes(proto: Any, name: str = "tensor") -> int:
+    """The bytes `decode_tensor(proto)` would allocate, from the declared dtype and shape alone
+    (nothing is decoded). Raises INVALID_ARGUMENT for an unsupported dtype or a bad shape."""
+    dtype = _kind_of(proto, name).numpy_dtype()
+    return _num_elements(_shape(proto, name)) * _itemsize(dtype)
+
+
+def check_request_bytes(protos: Mapping[str, Any], max_bytes: int) -> None:
+    """Refuse a request whose tensors (`{alias: TensorProto}`) would decode to more than
+    `max_bytes` in all, before any of them is decoded."""
+    sizes = {alias: decoded_bytes(proto, alias) for alias, proto in protos.items()}
+    total = sum(sizes.values())
+    if total > max_bytes:
+        alias = max(sizes, key=sizes.__getitem__)
+        raise invalid(
+            f"tensor parsing error: {alias}: the request's tensors decode to {total} bytes, "
+            f"over the limit of {max_bytes} bytes (--max_request_tensor_bytes)"
+        )
+
+
+def decode_tensor(
+    proto: Any, name: str = "tensor", max_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    max_broadcast_bytes: int | None = None,
+) -> np.ndarray:
+    """A TensorProto as a numpy array of its dtype and shape (DT_STRING -> object array of bytes).
+
+    `name` (the input alias) goes into error messages. Raises `ServingError` INVALID_ARGUMENT,
+    starting with TF Serving's `tensor parsing error: <name>`, for an unsupported dtype, a bad
+    shape, a size mismatch, a tensor over `max_bytes`, or a one-value broadcast (TensorFlow's
+    rule: one typed value fills the shape) over `max_broadcast_bytes` (default `max_bytes`).
+    Every limit is checked on the declared shape, before anything is allocated.
+    """
+    kind = _kind_of(proto, name)
     dtype = kind.numpy_dtype()
     dims = _shape(proto, name)
     n = _num_elements(dims)
-    itemsize = 1 if dtype.kind == "O" else dtype.itemsize
-    if n * itemsize > max_bytes:
+    size = n * _itemsize(dtype)
+    if size > max_bytes:
         raise invalid(
-            f"tensor parsing error: {name}: shape {list(dims)} is {n * itemsize} bytes, "
-            f"over the limit of {max_bytes}"
+            f"tensor parsing error: {name}: shape {list(dims)} of {kind.name} is {size} bytes, "
+            f"over the limit of {max_bytes} bytes (--max_request_tensor_bytes)"
         )
     if proto.tensor_content:
         flat = _decode_content(proto, kind, dtype, n, name)
     else:
-        flat = _decode_typed(proto, kind, dtype, n, name)
+        cap = max_bytes if max_broadcast_bytes is None else min(max_bytes, max_broadcast_bytes)
+        flat = _decode_typed(proto, kind, dtype, n, name, cap)
     return flat.reshape(dims)
 
 
