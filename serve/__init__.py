@@ -10,6 +10,7 @@
     runtime/         one SavedModel version as a servable: signatures, XLA, warmup
     wire/            dtypes and the JSON / TensorProto tensor codecs (pure, no TensorFlow)
     errors.py        canonical codes and TF Serving's error mapping
+    auth.py          the bearer token, one rule for REST and gRPC
     types.py         the values crossing these modules (configs, policies, signatures, states)
     metrics.py       Prometheus metrics
 

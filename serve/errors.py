@@ -3,12 +3,20 @@
 Every failure inside the server is a `ServingError(code, message)`; the REST layer turns it into
 `{"error": message}` with `HTTP_STATUS[code]`, the gRPC layer into `context.abort(code, message)`.
 Messages copy TensorFlow Serving's verbatim texts (clients match on them): see
-`../shared/specs/tf-serving.md` §1.3.
+`../shared/specs/tf-serving.md` §1.3. A message is cut to `MAX_ERROR_CHARS` here, once for every
+protocol, so no request can make the server write (or send) a large error.
 """
 
 from __future__ import annotations
 
 import enum
+
+# An error text is cut to this many characters, TF Serving's own text kept as its prefix. TF
+# Serving quotes whole request values in its texts: unbounded, 2 MB of 64-deep lists answered
+# 260 MB. A value is quoted with at most `serve.wire.json_tensor.text.QUOTE_CHARS` (4 KiB), so
+# every text the server builds fits well inside 16 KiB; this is the backstop for any that does
+# not (a gRPC status message travels in a trailer, where 16 KiB is also safe).
+MAX_ERROR_CHARS = 16 * 1024
 
 
 class Code(enum.IntEnum):
@@ -59,6 +67,7 @@ class ServingError(Exception):
     """A request or servable failure with its canonical code and TF Serving's message text."""
 
     def __init__(self, code: Code, message: str) -> None:
+        message = bounded_message(message)
         super().__init__(message)
         self.code = Code(code)
         self.message = message
@@ -69,6 +78,14 @@ class ServingError(Exception):
 
     def __repr__(self) -> str:
         return f"ServingError({self.code.name}, {self.message!r})"
+
+
+def bounded_message(message: str) -> str:
+    """`message` cut to `MAX_ERROR_CHARS`, marker included; shorter texts come back unchanged."""
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    marker = f"... (error text cut at {MAX_ERROR_CHARS} characters)"
+    return message[: MAX_ERROR_CHARS - len(marker)] + marker
 
 
 def invalid(message: str) -> ServingError:

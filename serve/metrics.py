@@ -7,6 +7,8 @@ format:
     :tensorflow:serving:request_latency{model_name,API,entrypoint}  histogram in microseconds,
                                                                     buckets 10 * 1.8^k (33)
     pulsecast_http_request_duration_seconds{model_name,route,code}  histogram in seconds
+    pulsecast_http_slow_client_closed_total{phase}                  counter (phase = headers|body)
+    pulsecast_grpc_unauthenticated_total                            counter (no token / wrong one)
 
 The TF-named metrics are rendered here so they keep TF Serving's exact spelling
 (prometheus-client's `Counter` would append `_total`); the rest is prometheus-client's. Each
@@ -19,7 +21,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # TF Serving's request_latency buckets: ExponentialBuckets(10, 1.8, 33), microseconds.
@@ -27,6 +29,8 @@ TF_LATENCY_BUCKETS_US = tuple(10 * 1.8**k for k in range(33))
 HTTP_LATENCY_BUCKETS_S = (
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 )
+# What a REST connection was waiting for when serve.http.timeouts cut it off.
+SLOW_CLIENT_PHASES = ("headers", "body")
 
 
 class _TfServingCollector:
@@ -96,6 +100,19 @@ class ServingMetrics:
             buckets=HTTP_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self._slow_clients = Counter(
+            "pulsecast_http_slow_client_closed",
+            "REST connections closed because a request's headers or body arrived too slowly",
+            ("phase",),
+            registry=self.registry,
+        )
+        for phase in SLOW_CLIENT_PHASES:  # both series from the start: a rate needs the zero
+            self._slow_clients.labels(phase)
+        self._grpc_denied = Counter(
+            "pulsecast_grpc_unauthenticated",
+            "gRPC calls refused for a missing or wrong bearer token (serve.grpc.auth)",
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._window: list[float] = []
         self._errors = 0
@@ -116,6 +133,18 @@ class ServingMetrics:
         ok = status_name == "OK"
         self._tf.observe(model, api, status_name, latency_s * 1e6, "GRPC", ok)
         self._summarize(ok, latency_s)
+
+    def observe_grpc_denied(self, method: str) -> None:
+        """Count one gRPC call refused UNAUTHENTICATED. `method` (the client's text) is not a
+        label: unknown names from clients must not grow the label sets."""
+        self._grpc_denied.inc()
+
+    def observe_slow_client(self, phase: str) -> None:
+        """Count one REST connection closed for reading a request too slowly; `phase` is what
+        it was waiting for, "headers" or "body" (serve.http.timeouts)."""
+        if phase not in SLOW_CLIENT_PHASES:
+            raise ValueError(f"phase must be one of {', '.join(SLOW_CLIENT_PHASES)}, got {phase!r}")
+        self._slow_clients.labels(phase).inc()
 
     def _summarize(self, ok: bool, latency_s: float) -> None:
         """Count one request for the periodic log summary (`take_summary`)."""

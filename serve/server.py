@@ -116,6 +116,7 @@ def run_server(settings: ServerSettings) -> int:
         runtime=settings.runtime,
         enable_warmup=settings.enable_model_warmup,
         auto_batching=settings.auto_batching,
+        allow_version_links=settings.allow_version_links,
     )
     stop = threading.Event()
     # bind first: a taken port fails in milliseconds, not after loading every model
@@ -136,7 +137,7 @@ def run_server(settings: ServerSettings) -> int:
         try:
             if rest_sock is not None:
                 app = RestApp(manager, settings, metrics=metrics)
-                _serve_rest(app, rest_sock, settings, stop, captured)
+                _serve_rest(app, rest_sock, settings, stop, captured, metrics)
             else:
                 stop.wait()
         finally:
@@ -150,13 +151,21 @@ def run_server(settings: ServerSettings) -> int:
 
 
 def _serve_rest(app: Any, sock: socket.socket, settings: ServerSettings,
-                stop: threading.Event, captured: list[int]) -> None:
+                stop: threading.Event, captured: list[int], metrics: Any = None) -> None:
     import uvicorn
 
+    from serve.http.timeouts import make_protocol_class
+
+    # uvicorn's protocol with read deadlines: slow clients are cut off (serve.http.timeouts)
+    protocol = make_protocol_class(
+        settings.header_timeout_s, settings.body_timeout_s, metrics,
+        parser="httptools" if importlib.util.find_spec("httptools") else "h11",
+    )
     config = uvicorn.Config(
         app,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=protocol,
+        ws="none",  # no route speaks WebSocket: an upgrade is not an untimed door
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -223,8 +232,22 @@ def _start_grpc(manager: Any, settings: ServerSettings,
         log.warning("gRPC disabled: grpcio is not installed")
         return None, None
     from serve.grpc.server import make_grpc_server
+    from serve.model_config import default_config_roots
 
-    server = make_grpc_server(manager, settings.host, settings.port, metrics=metrics)
+    roots = settings.model_config_roots
+    if roots is None:
+        configs = [manager.config(name) for name in manager.model_names()]
+        roots = default_config_roots(configs, [settings.model_store] if settings.model_store
+                                     else ())
+    token = settings.api_token
+    server = make_grpc_server(
+        manager, settings.host, settings.port, metrics=metrics,
+        max_receive_bytes=settings.grpc_receive_bytes,
+        max_request_tensor_bytes=settings.max_request_tensor_bytes,
+        api_token=token.get_secret_value() if token is not None else None,
+        config_roots=roots,
+        handshake_timeout_s=settings.header_timeout_s,
+    )
     server.start()
     return server, f"{_host_text(settings.host)}:{settings.port}"
 

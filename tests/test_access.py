@@ -208,10 +208,12 @@ def test_logs_at_info_carry_no_signal_values_and_no_patient_ids(server, authed):
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "ecg"
         req.inputs["signal"].CopyFrom(encode_tensor(np.full((1, 16, 1), SIGNAL_MARK, np.float32)))
-        stub.Predict(req, timeout=30)
+        token = (("authorization", f"Bearer {TOKEN}"),)
+        stub.Predict(req, metadata=token, timeout=30)
         req.inputs["signal"].CopyFrom(encode_tensor(np.array([PATIENT_MARK.encode()])))
-        with pytest.raises(grpc.RpcError):
-            stub.Predict(req, timeout=30)
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Predict(req, metadata=token, timeout=30)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert authed.post("/v1/models/ecg:predict",
                        json={"instances": [ecg_window()]}).status_code == 200
     time.sleep(0.5)

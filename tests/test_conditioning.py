@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+import models.conditioning as conditioning
 from models.conditioning import (
+    MAX_DRIFT,
+    FilterCache,
     GapTooLongError,
+    RatioTooCoarseError,
     condition_tail,
     fill_gaps,
     fill_short_gaps,
     finite_runs,
+    lowpass_filter,
     nan_runs,
     rational_ratio,
     resample_channel,
@@ -135,6 +141,114 @@ def test_ingest_keeps_the_signals_duration_rounded() -> None:
     assert resampled_length(1000, 360, 125) == 347  # 347.2: the last output starts in the input
     assert len(resample_channel(np.zeros(1000), 360, 125)) == 348
     assert len(resample_tail(np.zeros(1000), 360, 125, 10_000)) == 347
+
+
+# --- the bounded tail (`:forecast`'s `max_term`) ---------------------------------------------
+
+SERVER_MAX_TERM = 5000  # serve.http.forecast.MAX_RATIO_TERM (models imports nothing from serve)
+
+
+def _smooth(n: int, fs: float) -> np.ndarray:
+    """A heartbeat-like band-limited signal (1.2 Hz and 7.3 Hz, peak about 1.3) with a slow
+    trend, so the last run's line extension is not flat."""
+    t = np.arange(n) / fs
+    return np.sin(2 * np.pi * 1.2 * t) + 0.3 * np.sin(2 * np.pi * 7.3 * t + 0.5) + 0.002 * t
+
+
+@pytest.mark.parametrize("fs_in", [360.0, 500.0, 250.0, 100.0, 128.0])
+def test_a_bounded_tail_whose_ratio_fits_the_bound_is_the_exact_tail_bit_for_bit(fs_in) -> None:
+    x = _gappy(7000, 5, ((6800, 6810),))
+    want = resample_tail(x, fs_in, 125.0, 700)
+    np.testing.assert_array_equal(resample_tail(x, fs_in, 125.0, 700, max_term=SERVER_MAX_TERM),
+                                  want)
+
+
+# Rates whose exact ratio needs terms above the bound, yet whose exact filter a test affords:
+# MIMIC's 249.89 Hz (3409/6815), 62.4725 Hz (15909/7951: upsampling), a probe's 7.123456789 Hz
+# (10125/577: 17.5x upsampling) at the server's bound, and 360.1 Hz (1250/3601) at 1000.
+BOUNDED_CASES = [(249.89, SERVER_MAX_TERM), (62.4725, SERVER_MAX_TERM),
+                 (7.123456789, SERVER_MAX_TERM), (360.1, 1000)]
+
+
+@pytest.mark.parametrize(("fs_in", "max_term"), BOUNDED_CASES)
+@pytest.mark.parametrize("gap", [False, True])
+def test_a_bounded_tail_agrees_with_the_exact_tail_within_1e_3(fs_in, max_term, gap) -> None:
+    # MAX_DRIFT (0.05 samples at 125 Hz) bounds the error by 2 pi (1.2 + 0.3 * 7.3) 0.05 / 125
+    # = 8.5e-3 here; the approximate grid lands far closer (under 3e-4 over many rates)
+    n = int(40 * fs_in)
+    x = _smooth(n, fs_in)
+    if gap:  # 80 ms missing 2 s before the end: runs padded and extended as the exact method does
+        a = n - int(2 * fs_in)
+        x[a : a + max(int(0.08 * fs_in), 1)] = np.nan
+    up, down = rational_ratio(125.0, fs_in)
+    assert max(up, down) > max_term  # the approximate grid, not the exact one
+    exact = resample_tail(x, fs_in, 125.0, 625)
+    bounded = resample_tail(x, fs_in, 125.0, 625, max_term=max_term)
+    assert bounded.shape == exact.shape == (625,)
+    np.testing.assert_array_equal(np.isnan(bounded), np.isnan(exact))
+    np.testing.assert_allclose(bounded, exact, rtol=0, atol=1e-3)
+
+
+def test_the_5_8_hz_probe_resamples_in_milliseconds_on_the_clock_of_its_signal() -> None:
+    fs_in = 5.813946611267183  # exactly 2,113,517/98,303 of 125 Hz: 42 million taps unbounded
+    x = np.sin(2 * np.pi * 0.5 * np.arange(49) / fs_in)
+    t0 = time.perf_counter()
+    y = resample_tail(x, fs_in, 125.0, 625, max_term=SERVER_MAX_TERM)
+    assert time.perf_counter() - t0 < 5.0  # about 10 ms; 8.5 s and 2 GB unbounded
+    end = resampled_length(49, fs_in, 125.0)  # 1054: the clock of the whole signal
+    t = np.arange(end - 625, end) / 125
+    # away from the end, where the filter reaches past the signal, it is the sine itself
+    np.testing.assert_allclose(y[:-250], np.sin(2 * np.pi * 0.5 * t[:-250]), atol=2e-3)
+
+
+def test_a_ratio_no_bounded_one_places_closely_is_refused_naming_the_rates() -> None:
+    x = _smooth(10_000, 249.89)
+    with pytest.raises(RatioTooCoarseError,
+                       match=r"^resampling 249.89 Hz to 125.0 Hz with ratio terms up to 1000: "
+                             r"the closest ratio, 1/2, puts 625 samples up to 0.138 samples off "
+                             r"their times, more than 0.05$") as info:
+        resample_tail(x, 249.89, 125.0, 625, max_term=1000)
+    assert isinstance(info.value, ValueError) and info.value.drift > MAX_DRIFT
+    with pytest.raises(RatioTooCoarseError, match="no positive ratio"):
+        resample_tail(np.zeros(100_000), 4e6, 125.0, 10, max_term=1000)  # 1/32000
+
+
+def test_ingest_is_never_bounded() -> None:
+    x = _smooth(2000, 249.89)
+    np.testing.assert_array_equal(condition_tail(x, 249.89, 125.0, 100, 0.1, "II"),
+                                  resample_tail(x, 249.89, 125.0, 100))
+
+
+# --- the filter cache --------------------------------------------------------------------------
+
+
+def test_the_filter_cache_stays_under_its_byte_bound_whatever_the_ratios(monkeypatch) -> None:
+    cache = FilterCache(max_bytes=1_000_000)
+    monkeypatch.setattr(conditioning, "FILTER_CACHE", cache)
+    for down in range(2, 400):  # 320 B to 64 KB each, 13 MB in all
+        h = lowpass_filter(1, down)
+        assert h.shape == (20 * down + 1,)
+        assert cache.nbytes <= 1_000_000
+    assert 0 < len(cache) < 398  # the oldest went
+    assert cache.nbytes > 1_000_000 - 64_000  # and only as many as the bound needed
+    assert lowpass_filter(1, 399) is lowpass_filter(1, 399)  # the newest is kept
+
+
+def test_a_filter_bigger_than_the_whole_cache_is_made_but_not_kept(monkeypatch) -> None:
+    cache = FilterCache(max_bytes=10_000)
+    monkeypatch.setattr(conditioning, "FILTER_CACHE", cache)
+    h = lowpass_filter(25, 72)  # 1,441 taps, 11.5 KB
+    assert h.shape == (1441,) and len(cache) == 0 and cache.nbytes == 0
+
+
+def test_the_least_recently_used_filter_goes_first() -> None:
+    cache = FilterCache(max_bytes=3 * 800)
+    for key in (1, 2, 3):
+        cache.get(key, lambda: np.zeros(100))
+    cache.get(1, lambda: pytest.fail("1 was kept"))  # 1 is now the most recent
+    cache.get(4, lambda: np.zeros(100))
+    assert cache.get(1, lambda: np.ones(1)).shape == (100,)  # kept
+    assert cache.get(2, lambda: np.ones(1)).shape == (1,)  # dropped: designed anew
 
 
 # --- gap filling ----------------------------------------------------------------------------

@@ -309,3 +309,130 @@ def test_b64_encoding_round_trips_binary():
     req = decode(orjson.dumps({"inputs": {"b64": base64.b64encode(raw).decode()}}),
                  s="DT_STRING")
     assert req.inputs["s"].shape == () and req.inputs["s"].item() == raw
+
+
+# --- what one request may cost: quoted values, error texts, the tensor budget -------------------
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def test_a_quoted_value_past_quote_chars_is_cut_and_marked():
+    text = jt.value_to_string([list(range(50))] * 100)
+    assert len(text) < jt.QUOTE_CHARS + 64
+    assert text.startswith("[\n    [\n        0,\n        1,")
+    assert text.endswith(f"... (value cut at {jt.QUOTE_CHARS} characters)")
+
+
+def test_a_quoted_value_within_its_budget_is_tf_servings_text_unchanged():
+    assert jt.value_to_string({"a": [1, 2.5, None, True, "s"]}, limit=10_000) == (
+        '{\n    "a": [\n        1,\n        2.5,\n        null,\n        true,\n        "s"\n'
+        "    ]\n}"
+    )
+    assert jt.value_to_string([[]], limit=10) == "[\n    []\n]"
+
+
+def test_quoting_a_two_megabyte_value_writes_four_kib_in_milliseconds():
+    import time
+
+    doc = orjson.loads("[" + ",".join([nested(63)] * 15_600) + "]")  # 2 MB of 64-deep lists
+    huge_string = "\u2028" * 2_000_000
+    t0 = time.perf_counter()
+    texts = [jt.value_to_string(doc), jt.value_to_string({"k" * 10**6: huge_string})]
+    assert time.perf_counter() - t0 < 1.0  # the whole value would be 260 MB, seconds to build
+    assert all(len(t) < jt.QUOTE_CHARS + 64 for t in texts)
+
+
+def test_an_error_text_is_cut_to_max_error_chars_keeping_its_prefix():
+    from serve.errors import MAX_ERROR_CHARS
+
+    err = ServingError(Code.INVALID_ARGUMENT, "JSON Value: " + "x" * 100_000)
+    assert len(err.message) == MAX_ERROR_CHARS and str(err) == err.message
+    assert err.message.startswith("JSON Value: xxx")
+    assert err.message.endswith(f"... (error text cut at {MAX_ERROR_CHARS} characters)")
+    assert len(orjson.loads(jt.error_body("y" * 100_000))["error"]) == MAX_ERROR_CHARS
+    assert ServingError(Code.INVALID_ARGUMENT, "short").message == "short"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"signature_name": 1, "instances": [' + ",".join([nested(63)] * 500) + "]}",
+        '{"inputs": 1, "instances": [' + ",".join([nested(63)] * 500) + "]}",
+        '{"inputs": [{"z": [' + ",".join([nested(62)] * 500) + "]}]}",
+        '{"instances": [[' + ",".join(['{"a": ' + nested(62) + "}"] * 500) + "]]}",
+    ],
+)
+def test_hostile_bodies_get_tf_servings_text_with_the_quoted_value_cut(body):
+    code, text = error_of(body)
+    assert code == Code.INVALID_ARGUMENT and len(text) < jt.QUOTE_CHARS + 300
+    assert text.startswith(("JSON Value: {\n", "Failed to process element: 0 of 'instances' list."))
+    assert f"(value cut at {jt.QUOTE_CHARS} characters)" in text
+
+
+def test_an_integer_of_thousands_of_digits_is_a_parse_error_not_a_500():
+    code, text = error_of('{"inputs": [' + "7" * 5000 + "]}")
+    assert (code, text) == (
+        Code.INVALID_ARGUMENT,
+        "JSON Parse error: Number too big to be stored in double. at offset: 12",
+    )
+
+
+def budget_error(body: str, limit: int, **dtypes: str) -> str:
+    sig = infos(**(dtypes or {"x": "DT_FLOAT"}))
+    with pytest.raises(ServingError) as info:
+        jt.decode_predict_request(orjson.loads(body), lambda name: sig, max_tensor_bytes=limit)
+    assert info.value.code == Code.INVALID_ARGUMENT
+    return info.value.message
+
+
+def test_a_row_request_past_the_tensor_budget_is_refused_naming_shape_and_limit():
+    body = '{"instances": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]}'  # [3,2] float: 24 bytes
+    assert budget_error(body, 20) == (
+        "input 'x': shape [3,2] of DT_FLOAT is 24 bytes; this request's tensors may total at "
+        "most 20 bytes (--max_request_tensor_bytes)"
+    )
+    assert budget_error(body, 40, x="DT_DOUBLE").startswith(
+        "input 'x': shape [3,2] of DT_DOUBLE is 48 bytes;")
+
+
+def test_a_request_exactly_at_the_tensor_budget_decodes():
+    sig = infos(x="DT_FLOAT")
+    doc = orjson.loads('{"instances": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]}')
+    req = jt.decode_predict_request(doc, lambda name: sig, max_tensor_bytes=24)
+    assert req.inputs["x"].shape == (3, 2)
+
+
+def test_the_tensor_budget_sums_every_input_of_a_columnar_and_an_object_request():
+    columnar = '{"inputs": {"a": [1, 2, 3, 4], "b": [1.0, 2.0, 3.0]}}'
+    assert budget_error(columnar, 40, a="DT_INT64", b="DT_DOUBLE") == (
+        "input 'b': shape [3] of DT_DOUBLE is 24 bytes, 56 bytes with the inputs before it; "
+        "this request's tensors may total at most 40 bytes (--max_request_tensor_bytes)"
+    )
+    rows = '{"instances": [{"a": [1, 2], "b": 1.0}, {"a": [3, 4], "b": 2.0}]}'
+    assert budget_error(rows, 20, a="DT_INT32", b="DT_FLOAT").startswith(
+        "input 'b': shape [2] of DT_FLOAT is 8 bytes, 24 bytes with the inputs before it;")
+
+
+def test_the_budget_prices_the_claimed_shape_before_reading_a_value():
+    # [1000, 1000, 1000] claimed by the first element at each level, in 6 KB of JSON
+    ones = ",".join(["1"] * 999)
+    inner = "[" + ",".join(["1"] * 1000) + "]"
+    body = '{"instances": [[' + inner + "," + ones + "]," + ones + "]}"
+    assert budget_error(body, 64 * 2**20).startswith(
+        "input 'x': shape [1000,1000,1000] of DT_FLOAT is 4000000000 bytes;")
+
+
+def test_reference_false_signals_the_element_by_element_path_instead_of_running_it():
+    sig = infos(x="DT_FLOAT")
+    for body in ('{"instances": [1, "x"]}', '{"inputs": [[1], [1, 2]]}',
+                 '{"instances": [{"x": 1}]}'):
+        with pytest.raises(jt.SlowPathNeeded):
+            jt.decode_predict_request(orjson.loads(body), lambda n: sig, reference=False)
+    with pytest.raises(jt.SlowPathNeeded):  # a body holding true/false never takes np.asarray
+        jt.decode_predict_request({"inputs": [1.0]}, lambda n: sig, fast=False, reference=False)
+    req = jt.decode_predict_request({"instances": [[1.0, 2.0]]}, lambda n: sig, reference=False)
+    np.testing.assert_array_equal(req.inputs["x"], [[1.0, 2.0]])
+    with pytest.raises(ServingError, match="Missing 'inputs' or 'instances' key"):
+        jt.decode_predict_request({"x": 1}, lambda n: sig, reference=False)

@@ -454,17 +454,18 @@ def test_grpc_calls_count_in_the_same_prometheus_metrics(server, client):
     before = client.get("/monitoring/prometheus/metrics").text
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        token = (("authorization", f"Bearer {TOKEN}"),)  # gRPC needs it as REST does
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "ecg"
         req.inputs["signal"].CopyFrom(encode_tensor(np.array(ecg_window(), np.float32)[None]))
-        stub.Predict(req, timeout=30)
-        stub.Predict(req, timeout=30)
+        stub.Predict(req, metadata=token, timeout=30)
+        stub.Predict(req, metadata=token, timeout=30)
         req.inputs["signal"].CopyFrom(encode_tensor(np.zeros((1, 3, 1), np.float32)))
         with pytest.raises(grpc.RpcError):
-            stub.Predict(req, timeout=30)
+            stub.Predict(req, metadata=token, timeout=30)
         req.model_spec.name = "no-such-model"
         with pytest.raises(grpc.RpcError):
-            stub.Predict(req, timeout=30)
+            stub.Predict(req, metadata=token, timeout=30)
     text = client.get("/monitoring/prometheus/metrics").text
     assert grpc_count(text, "OK") == grpc_count(before, "OK") + 2
     assert grpc_count(text, "INVALID_ARGUMENT") == grpc_count(before, "INVALID_ARGUMENT") + 1

@@ -40,6 +40,13 @@ def _sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _paths(text: str) -> tuple[Path, ...]:
+    paths = tuple(Path(p.strip()) for p in text.split(",") if p.strip())
+    if not paths:
+        raise argparse.ArgumentTypeError(f"expected comma-separated folders, got {text!r}")
+    return paths
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -75,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True,
           help="replay assets.extra/tf_serving_warmup_requests before serving (default "
                f"{str(d('enable_model_warmup')).lower()})")
+    _flag(models, "model_config_roots", type=_paths,
+          help="folders a gRPC config reload may load models from, comma-separated (default: "
+               "the folders holding the base paths given at start; for --model-store, the "
+               "store)")
+    _flag(models, "allow_version_links", type=_bool, nargs="?", const=True,
+          help="serve a version folder that is a link to a folder outside its model's base "
+               f"path (default {str(d('allow_version_links')).lower()}: refused, status says "
+               "why)")
 
     net = parser.add_argument_group("network")
     _flag(net, "port", type=int, help=f"gRPC port (0 = no gRPC; default {d('port')})")
@@ -92,9 +107,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(net, "max_body_bytes", type=int,
           help="largest request body, before and after gzip "
                f"(default {d('max_body_bytes') // MIB} MiB; 413 past it)")
+    _flag(net, "max_request_tensor_bytes", type=int,
+          help="most bytes one request's input tensors may decode to, all protocols, checked "
+               f"before allocating (default {d('max_request_tensor_bytes') // MIB} MiB; 400 / "
+               "INVALID_ARGUMENT past it)")
+    _flag(net, "grpc_max_receive_bytes", type=int,
+          help="largest gRPC request message (default: --max-body-bytes)")
     _flag(net, "drain_timeout_s", type=float,
           help="seconds in-flight requests get to finish on SIGTERM "
                f"(default {d('drain_timeout_s'):g})")
+    _flag(net, "header_timeout_s", type=float,
+          help="seconds a REST request's headers may take from its first byte (or a new "
+               "connection's first byte from connecting); the socket is closed past it "
+               f"(default {d('header_timeout_s'):g})")
+    _flag(net, "body_timeout_s", type=float,
+          help="seconds a REST request's body may take, in all, after its headers; 408 and "
+               f"close past it (default {d('body_timeout_s'):g})")
 
     batching = parser.add_argument_group("batching (TF Serving's BatchingParameters)")
     _flag(batching, "enable_batching", type=_bool, nargs="?", const=True,

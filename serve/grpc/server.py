@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
 # Requests: the REST body limit's default (serve.settings), not INT32_MAX.
 DEFAULT_MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0  # the REST header time-out's default
+CONNECTION_IDLE_S = 300
+CONNECTION_AGE_S = 1800
+CONNECTION_GRACE_S = 60
 
 
 def _default_workers() -> int:
@@ -49,7 +53,8 @@ def _build(manager: Any, host: str, port: int, *, max_workers: int | None = None
            max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
            max_request_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
            api_token: str | None = None,
-           config_roots: Sequence[Path] | None = None) -> tuple[grpc.Server, int]:
+           config_roots: Sequence[Path] | None = None,
+           handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S) -> tuple[grpc.Server, int]:
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
     from serve.grpc.health import add_health_servicer
@@ -68,6 +73,14 @@ def _build(manager: Any, host: str, port: int, *, max_workers: int | None = None
             ("grpc.max_receive_message_length", max_receive_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port already in use is an error, not shared
+            # slow clients: a connection must finish its HTTP/2 set-up within the REST header
+            # time-out, is closed after CONNECTION_IDLE_S without a call, and is asked to go
+            # (GOAWAY; clients reconnect) after CONNECTION_AGE_S, calls then given
+            # CONNECTION_GRACE_S: a message trickled byte by byte cannot hold a socket forever
+            ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", CONNECTION_IDLE_S * 1000),
+            ("grpc.max_connection_age_ms", CONNECTION_AGE_S * 1000),
+            ("grpc.max_connection_age_grace_ms", CONNECTION_GRACE_S * 1000),
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -102,6 +115,7 @@ def make_grpc_server(
     max_request_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     api_token: str | None = None,
     config_roots: Sequence[Path] | None = None,
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
 ) -> grpc.Server:
     """An unstarted gRPC server bound to `host:port` serving `manager`'s models.
 
@@ -111,15 +125,16 @@ def make_grpc_server(
     mirrors `--enable_serialization_as_tensor_content`. `metrics` (a ServingMetrics, shared with
     the REST side) records each call with `entrypoint="GRPC"`. `api_token`: the bearer token
     every method but health needs (None: open). `config_roots`: where a reload may point base
-    paths (None: the folders of the base paths configured now). Raises OSError when the port is
-    taken. Call `.start()`, and `.stop(grace_s)` to shut down.
+    paths (None: the folders of the base paths configured now). `handshake_timeout_s`: a new
+    connection's HTTP/2 set-up deadline. Raises OSError when the port is taken.
+    Call `.start()`, and `.stop(grace_s)` to shut down.
     """
     server, _ = _build(manager, host, port, max_workers=max_workers,
                        max_message_bytes=max_message_bytes,
                        tensor_content_outputs=tensor_content_outputs, metrics=metrics,
                        max_receive_bytes=max_receive_bytes,
                        max_request_tensor_bytes=max_request_tensor_bytes, api_token=api_token,
-                       config_roots=config_roots)
+                       config_roots=config_roots, handshake_timeout_s=handshake_timeout_s)
     return server
 
 

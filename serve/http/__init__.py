@@ -7,6 +7,7 @@
     forecast.py    :forecast's body (a pydantic model), window and response
     plumbing.py    shared by all routes: HttpError, Outcome, bearer auth, body limits, workers
     openapi.py     /openapi.json and /docs
+    timeouts.py    uvicorn's HTTP protocol with header and body read deadlines (slow clients)
 
 Every error is `{"error": message}` with TF Serving's status mapping (`serve.errors`). Models
 come from the version manager (`serve.versions`); JSON is coded by `serve.wire.json_tensor`.

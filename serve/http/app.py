@@ -35,7 +35,8 @@ _CORS_HEADERS = [
 
 class RestApp:
     """The ASGI application. `manager` is a `serve.versions.manager.ModelManager` (or one like
-    it); `settings` gives the token, body limit, CORS, timeout and worker threads."""
+    it); `settings` gives the token, body and tensor limits, CORS, timeout and worker
+    threads."""
 
     def __init__(self, manager: Any, settings: ServerSettings | None = None,
                  metrics: ServingMetrics | None = None,
@@ -51,6 +52,7 @@ class RestApp:
             api_token=token.get_secret_value() if token is not None else None,
             max_body_bytes=self.settings.max_body_bytes,
             enable_cors=self.settings.rest_api_enable_cors_support,
+            max_tensor_bytes=self.settings.max_request_tensor_bytes,
         )
         self._summary_task: asyncio.Task | None = None
 

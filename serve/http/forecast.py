@@ -15,6 +15,14 @@ the edges; a longer gap is refused naming the channel and gap) and returns the l
 `forecast` `(1, horizon, targets)` (and `quantiles` `(1, horizon, targets, levels)`) into
 per-target lists with timestamps.
 
+A request costs what it weighs: the resampling ratio's terms are bounded by `MAX_RATIO_TERM`
+(ingest's are not). A rate whose exact ratio to the model's fits the bound is conditioned exactly
+as ingest would; any other is resampled on the closest grid the bound allows
+(`models.conditioning`, "Bounded cost": each sample of the window and its margin within 0.05
+samples of its exact time), or refused when no such grid exists. `make_window` also checks that
+the forecast's times (`start_time` plus the signal plus the horizon) stay within the calendar
+before the model runs.
+
 Every bad input raises `ServingError` INVALID_ARGUMENT (HTTP 400) whose text names the value.
 """
 
@@ -40,7 +48,7 @@ from pydantic import (
 )
 from pydantic.types import FailFast
 
-from models.conditioning import GapTooLongError, condition_tail
+from models.conditioning import MAX_DRIFT, GapTooLongError, RatioTooCoarseError, condition_tail
 from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
 from serve.errors import Code, ServingError, invalid
 
@@ -48,6 +56,13 @@ DEFAULT_MAX_GAP_S = 0.5
 MAX_FS = 1_000_000.0
 # Upsampling a signal more than this is guessing, and the polyphase filter grows with the factor.
 MAX_UPSAMPLING = 100
+# The largest term of a resampling ratio (and so the most downsampling): the filter has
+# 20 * MAX_RATIO_TERM + 1 taps at most, 800 KB designed in about 20 ms on a cache miss, against
+# 42 million taps, 10 s and 2 GB for 5.813946611267183 -> 125 Hz unbounded. For a 125 Hz model
+# and a 5 s window, 1000 would refuse MIMIC's 249.89 Hz (no ratio with terms <= 1000 within 0.05
+# samples) and one random rate in five of 1.25 Hz - 125 kHz; 5000 places all of them within
+# 0.04 samples (refusing a few in 1000 near its 5000x downsampling limit).
+MAX_RATIO_TERM = 5000
 MAX_SAMPLES_PER_CHANNEL = 10_000_000
 # Extra input kept before the window so the resampling filter's start-up transient falls outside.
 _FILTER_MARGIN_S = 1.0
@@ -192,14 +207,24 @@ def _typed(metadata: VersionMetadata | Mapping[str, Any]) -> VersionMetadata:
 def make_window(request: ForecastRequest,
                 metadata: VersionMetadata | Mapping[str, Any]) -> np.ndarray:
     """The model's input window `(input_steps, channels)` float32 from the request's signal,
-    each channel conditioned as ingest conditioned the model's training data."""
+    each channel conditioned as ingest conditioned the model's training data.
+
+    INVALID_ARGUMENT, before any filtering, for a rate beyond `MAX_UPSAMPLING` or
+    `MAX_RATIO_TERM` times the model's, a signal shorter than the window, or forecast times past
+    the year 9999; while conditioning, for a gap too long or a rate no bounded ratio resamples
+    closely enough."""
     meta = _typed(metadata)
     channels, model_fs, input_steps = list(meta.channels), meta.fs, meta.input_steps
     columns = _pick_channels(request.signal, channels)
     if request.fs * MAX_UPSAMPLING < model_fs:
         raise invalid(
-            f"'fs' of {request.fs:g} Hz is too low for a model sampled at {model_fs:g} Hz "
+            f"'fs' of {request.fs!r} Hz is too low for a model sampled at {model_fs:g} Hz "
             f"(at most {MAX_UPSAMPLING}x upsampling)"
+        )
+    if request.fs > model_fs * MAX_RATIO_TERM:
+        raise invalid(
+            f"'fs' of {request.fs!r} Hz is too high for a model sampled at {model_fs:g} Hz "
+            f"(at most {MAX_RATIO_TERM}x downsampling): downsample the signal first"
         )
     need_s = input_steps / model_fs
     have_s = request.n_samples / request.fs
@@ -209,13 +234,23 @@ def make_window(request: ForecastRequest,
             f"samples at {model_fs:g} Hz) of every channel, got {have_s:.3f} s "
             f"({request.n_samples} samples at {request.fs:g} Hz)"
         )
+    _signal_end(request, model_fs, meta.horizon)  # refuse before the model runs
     window = np.empty((input_steps, len(channels)), dtype=np.float32)
     for j, (name, samples) in enumerate(zip(channels, columns, strict=True)):
         # Only the tail (plus a margin for the filter and for a gap's neighbour) is conditioned:
         # gaps further back cannot spoil the forecast.
         try:
             window[:, j] = condition_tail(samples, request.fs, model_fs, input_steps,
-                                          request.max_gap_s, name, margin_s=_FILTER_MARGIN_S)
+                                          request.max_gap_s, name, margin_s=_FILTER_MARGIN_S,
+                                          max_term=MAX_RATIO_TERM)
+        except RatioTooCoarseError as e:
+            raise invalid(
+                f"'fs' of {request.fs!r} Hz has no resampling ratio to the model's "
+                f"{model_fs:g} Hz with terms up to {MAX_RATIO_TERM} that keeps the {e.n_out} "
+                f"samples of the window and its margin within {MAX_DRIFT:g} samples of their "
+                f"times (the closest is off by {e.drift:.3g}): resample the signal to "
+                f"{model_fs:g} Hz, or to a rate with a simpler ratio to it, before sending"
+            ) from None
         except (GapTooLongError, ValueError) as e:
             raise invalid(str(e)) from None
     return window
@@ -279,7 +314,27 @@ def make_forecast_response(
 def _timestamps(request: ForecastRequest, model_fs: float, horizon: int) -> list[Any]:
     """Forecast sample times: ISO when `start_time` was given, else seconds after the end."""
     steps = [k / model_fs for k in range(1, horizon + 1)]
-    if request.start_time is None:
+    end = _signal_end(request, model_fs, horizon)
+    if end is None:
         return [round(s, 6) for s in steps]
-    end = request.start_time + timedelta(seconds=(request.n_samples - 1) / request.fs)
     return [(end + timedelta(seconds=s)).isoformat(timespec="milliseconds") for s in steps]
+
+
+def _signal_end(request: ForecastRequest, model_fs: float, horizon: int) -> datetime | None:
+    """The time of the request's last sample (None without `start_time`); INVALID_ARGUMENT when
+    it or the last forecast time `horizon / model_fs` s later passes what a datetime holds (year
+    9999), the sum `_timestamps` would otherwise fail on with an OverflowError (a 500)."""
+    if request.start_time is None:
+        return None
+    signal_s = (request.n_samples - 1) / request.fs
+    horizon_s = horizon / model_fs
+    try:
+        end = request.start_time + timedelta(seconds=signal_s)
+        end + timedelta(seconds=horizon_s)  # the latest time _timestamps adds
+    except OverflowError:
+        raise invalid(
+            f"'start_time' {request.start_time.isoformat()} plus the signal ({signal_s:.6g} s) "
+            f"and the forecast horizon ({horizon_s:.6g} s) passes the year 9999: send the "
+            "signal's real start time, or none"
+        ) from None
+    return end

@@ -9,11 +9,14 @@
     POST /v2/models/<m>[/versions/<v>]/infer        V2 tensors in, V2 tensors out
 
 Errors are `{"error": ...}`: unknown model 404 (`Model with name <m> does not exist.`), bad
-input 400, not ready 503. The version named in the URL must be numeric.
+input 400, not ready 503. The version named in the URL must be numeric. A declared shape is
+checked before any data is read: at most 64 dims, and its bytes (the signature dtype's size per
+element, summed over the inputs) within `max_tensor_bytes`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -41,10 +44,12 @@ _MODEL = re.compile(r"/v2/models/([^/:]+)(?:/versions/([^/:]+))?(?:/(ready|infer
 class KServeRoutes:
     """The `/v2` handlers over a model manager, running blocking work on `workers`."""
 
-    def __init__(self, manager: Any, workers: Workers, max_body_bytes: int) -> None:
+    def __init__(self, manager: Any, workers: Workers, max_body_bytes: int,
+                 max_tensor_bytes: int = jt.MAX_REQUEST_TENSOR_BYTES) -> None:
         self.manager = manager
         self.workers = workers
         self.max_body_bytes = max_body_bytes
+        self.max_tensor_bytes = max_tensor_bytes
 
     def server_ready(self) -> Outcome:
         names = self.manager.model_names()
@@ -109,7 +114,7 @@ class KServeRoutes:
             sig = servable.signatures.get(SIGNATURE_KEY)
             if sig is None:
                 raise invalid(f"model {name} has no {SIGNATURE_KEY} signature")
-            inputs = _decode_inputs(doc, sig.inputs)
+            inputs = _decode_inputs(doc, sig.inputs, max_tensor_bytes=self.max_tensor_bytes)
             wanted = _requested_outputs(doc, sig.outputs)
             outputs = servable.predict(SIGNATURE_KEY, inputs, tuple(wanted))
             served = servable.version
@@ -137,10 +142,14 @@ def _tensors_meta(infos: Any) -> list[dict]:
     ]
 
 
-def _decode_inputs(doc: dict, infos: Any) -> dict[str, np.ndarray]:
+def _decode_inputs(doc: dict, infos: Any, *,
+                   max_tensor_bytes: int = jt.MAX_REQUEST_TENSOR_BYTES) -> dict[str, np.ndarray]:
+    """V2 `inputs` -> {name: array}; each declared shape is checked and weighed before its data
+    is read (TF dtype of the signature, Python ints: no overflow)."""
     tensors = doc.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise invalid("'inputs' must be a non-empty list of tensors")
+    budget = jt.TensorBudget(max_tensor_bytes)
     out: dict[str, np.ndarray] = {}
     for t in tensors:
         if not isinstance(t, dict):
@@ -152,8 +161,12 @@ def _decode_inputs(doc: dict, infos: Any) -> dict[str, np.ndarray]:
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                            for d in shape)):
             raise invalid(f"input {name}: 'shape' must be a list of non-negative integers")
+        if len(shape) > jt.MAX_RANK:
+            raise invalid(f"input {name}: shape {jt.shape_text(shape)} has {len(shape)} "
+                          f"dimensions; at most {jt.MAX_RANK} are supported")
         if not isinstance(datatype, str) or datatype not in BY_V2:
             raise invalid(f"input {name}: unsupported datatype {datatype!r:.40}")
+        budget.charge(name, shape, infos[name].dtype)
         out[name] = _tensor(name, shape, datatype, data)
     missing = sorted(set(infos) - set(out))
     if missing:
@@ -162,7 +175,7 @@ def _decode_inputs(doc: dict, infos: Any) -> dict[str, np.ndarray]:
 
 
 def _tensor(name: str, shape: list[int], datatype: str, data: Any) -> np.ndarray:
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)  # Python ints: np.prod wrapped [2**32, 2**32] to 0 (a 500)
     if datatype == "BYTES":
         flat = _flatten(data)
         if not all(isinstance(v, str) for v in flat):
@@ -182,7 +195,11 @@ def _tensor(name: str, shape: list[int], datatype: str, data: Any) -> np.ndarray
             raise invalid(f"input {name}: a value does not fit {datatype}") from None
     if arr.size != size:
         raise invalid(f"input {name}: shape {shape} needs {size} values, got {arr.size}")
-    return arr.reshape(shape)
+    try:
+        return arr.reshape(shape)
+    except (ValueError, OverflowError):  # no data, dims past numpy's limit: [0, 2**62, 2**62]
+        raise invalid(f"input {name}: shape {jt.shape_text(shape)} is larger than numpy can "
+                      "hold") from None
 
 
 def _flatten(data: Any) -> list[Any]:

@@ -16,8 +16,6 @@ No route knows another's internals: the TF Serving routes (`serve.http.tf_servin
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import re
 import zlib
 from collections.abc import Awaitable, Callable
@@ -28,6 +26,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from serve.auth import BearerToken
 from serve.errors import Code, ServingError, invalid
 
 Send = Callable[[dict], Awaitable[None]]
@@ -79,27 +78,17 @@ def printable(path: str) -> str:
 
 
 class BearerAuth:
-    """`Authorization: Bearer <token>` on every route that asks, when a token is set."""
+    """`Authorization: Bearer <token>` on every route that asks, when a token is set (the rule
+    gRPC applies too: `serve.auth`)."""
 
     def __init__(self, token: str | None) -> None:
-        self._digest = _digest(token.encode()) if token else None
+        self._token = BearerToken(token) if token else None
 
     def check(self, scope: dict) -> None:
         """Raises 401 (with `WWW-Authenticate: Bearer`) unless the request carries the token."""
-        if self._digest is None:
-            return
-        scheme, _, token = header(scope, b"authorization").partition(b" ")
-        # compare_digest on equal-length inputs is constant-time; a hash keeps lengths equal
-        ok = scheme.lower() == b"bearer" and hmac.compare_digest(
-            _digest(token.strip()), self._digest
-        )
-        if not ok:
+        if self._token is not None and not self._token.admits(header(scope, b"authorization")):
             raise HttpError(401, "Missing or invalid bearer token in the Authorization header",
                             ((b"www-authenticate", b"Bearer"),))
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
 
 
 async def read_body(scope: dict, receive: Receive, limit: int) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from serve.auth import OPEN_REST_PATHS
 from serve.errors import invalid
 from serve.http.kserve import KServeRoutes
 from serve.http.openapi import DOCS_ASSETS, SWAGGER_HTML, read_docs_asset
@@ -39,6 +40,7 @@ from serve.http.plumbing import (
 from serve.http.tf_serving import TfServingHandlers
 from serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serve.metrics import ServingMetrics
+from serve.wire import json_tensor as jt
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 _V1 = re.compile(r"(?i)/v1/.*", re.S)
@@ -50,7 +52,6 @@ _V1_GET = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
 )
 _PULSECAST = re.compile(r"/pulsecast/models/([^/:]+)(?:/versions/(\d+))?")
-_PUBLIC_PATHS = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
 
 
 class Routes:
@@ -58,21 +59,22 @@ class Routes:
     `pulsecast.route` set as soon as they are known (for the metrics of failures too)."""
 
     def __init__(self, manager: Any, workers: Workers, metrics: ServingMetrics, *,
-                 api_token: str | None, max_body_bytes: int, enable_cors: bool) -> None:
+                 api_token: str | None, max_body_bytes: int, enable_cors: bool,
+                 max_tensor_bytes: int = jt.MAX_REQUEST_TENSOR_BYTES) -> None:
         self.workers = workers
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.enable_cors = enable_cors
         self.auth = BearerAuth(api_token)
-        self.v1 = TfServingHandlers(manager, workers)
-        self.v2 = KServeRoutes(manager, workers, max_body_bytes)
+        self.v1 = TfServingHandlers(manager, workers, max_tensor_bytes)
+        self.v2 = KServeRoutes(manager, workers, max_body_bytes, max_tensor_bytes)
         self._openapi: bytes | None = None
         self._assets: dict[str, bytes] = {}
 
     async def dispatch(self, method: str, path: str, scope: dict, receive: Receive) -> Outcome:
         if method == "OPTIONS" and self.enable_cors:
             return _preflight(scope)
-        if path in _PUBLIC_PATHS:
+        if path in OPEN_REST_PATHS:
             return self._public(method, path)
         self.auth.check(scope)
         if _V1.fullmatch(path):

@@ -3,7 +3,8 @@
 The public API of the codec, re-exported from its modules (as the stdlib's `json` package does):
 
     text.py     parse_json, value_to_string, format_float, format_double: JSON text itself
-    values.py   one JSON tensor value -> a typed numpy array (fast path + TF's exact errors)
+    values.py   one JSON tensor value -> a typed numpy array (fast path + TF's exact errors);
+                TensorBudget, what one request's tensors may weigh (checked on shapes)
     decode.py   predict (`instances` / `inputs`), classify and regress requests -> numpy
     encode.py   numpy -> `{"predictions"}` / `{"outputs"}` / `{"results"}`, and `{"error"}`
 
@@ -27,11 +28,25 @@ from serve.wire.json_tensor.encode import (
     encode_regress_response,
     error_body,
 )
-from serve.wire.json_tensor.text import format_double, format_float, parse_json, value_to_string
+from serve.wire.json_tensor.text import (
+    QUOTE_CHARS,
+    format_double,
+    format_float,
+    parse_json,
+    value_to_string,
+)
+from serve.wire.json_tensor.values import (
+    MAX_RANK,
+    MAX_REQUEST_TENSOR_BYTES,
+    SlowPathNeeded,
+    TensorBudget,
+    shape_text,
+)
 
 __all__ = [
-    "ExamplesRequest", "PredictRequest", "decode_examples_request", "decode_predict_request",
+    "MAX_RANK", "MAX_REQUEST_TENSOR_BYTES", "QUOTE_CHARS", "ExamplesRequest", "PredictRequest",
+    "SlowPathNeeded", "TensorBudget", "decode_examples_request", "decode_predict_request",
     "encode_classify_response", "encode_predict_response", "encode_regress_response",
-    "error_body", "format_double", "format_float", "parse_json", "signature_name_of",
-    "value_to_string",
+    "error_body", "format_double", "format_float", "parse_json", "shape_text",
+    "signature_name_of", "value_to_string",
 ]

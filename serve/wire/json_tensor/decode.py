@@ -10,6 +10,8 @@ The rules and every error text follow `tensorflow_serving/util/json_tensor.cc` (
 - classify/regress requests are `{"signature_name"?, "context"?, "examples": [...]}`: each example
   a {feature: [values]} dict (int/bool -> int64, fractional -> float, str/b64 -> bytes).
 
+A predict request's tensors are weighed from their JSON shapes (the signature dtype's bytes per
+element) before any is decoded; past `max_tensor_bytes`, summed over the inputs, it is a 400.
 Pure functions, no TensorFlow, no I/O.
 """
 
@@ -27,6 +29,10 @@ from serve.errors import ServingError, invalid
 from serve.types import TensorInfo
 from serve.wire.json_tensor.text import json_type, value_to_string
 from serve.wire.json_tensor.values import (
+    MAX_REQUEST_TENSOR_BYTES,
+    SlowPathNeeded,
+    TensorBudget,
+    dense_shape,
     fast_array,
     fill,
     is_b64,
@@ -71,6 +77,8 @@ def decode_predict_request(
     get_inputs: Callable[[str], Mapping[str, TensorInfo]],
     *,
     fast: bool = True,
+    max_tensor_bytes: int = MAX_REQUEST_TENSOR_BYTES,
+    reference: bool = True,
 ) -> PredictRequest:
     """FillPredictRequestFromJson(): `doc` (a parsed object) -> {input alias: array}.
 
@@ -79,6 +87,11 @@ def decode_predict_request(
     TF Serving. The name passed is the resolved one (`serving_default` for "").
     `fast=False` skips the one-`np.asarray` path: pass it when the body holds `true`/`false`,
     which numpy would silently turn into numbers (TF Serving rejects a bool in a float tensor).
+    `max_tensor_bytes`: what the decoded tensors may weigh, summed (shape x dtype size, checked
+    before each is decoded); the server passes `ServerSettings.max_request_tensor_bytes`.
+    `reference=False` raises `SlowPathNeeded` where a tensor would need the element-by-element
+    path (about a microsecond a value): for a caller on an event loop, which then hands the
+    request to a worker thread. Cheap errors (keys, signature, budget) are raised either way.
     """
     signature = signature_name_of(doc) or SIGNATURE_KEY
     infos = get_inputs(signature)
@@ -99,9 +112,15 @@ def decode_predict_request(
             )
         if not instances:
             raise invalid(f"JSON Value: {value_to_string(doc)} No values in 'instances' array")
-        return PredictRequest(signature, _decode_instances(instances, infos, fast), row=True)
+        budget = TensorBudget(max_tensor_bytes)
+        return PredictRequest(
+            signature, _decode_instances(instances, infos, fast, budget, reference), row=True
+        )
     if has_inputs:
-        return PredictRequest(signature, _decode_inputs(doc["inputs"], infos, fast), row=False)
+        budget = TensorBudget(max_tensor_bytes)
+        return PredictRequest(
+            signature, _decode_inputs(doc["inputs"], infos, fast, budget, reference), row=False
+        )
     raise invalid("Missing 'inputs' or 'instances' key")
 
 
@@ -110,22 +129,26 @@ def _is_element_object(val: Any) -> bool:
 
 
 def _decode_instances(
-    instances: list[Any], infos: Mapping[str, TensorInfo], fast: bool
+    instances: list[Any], infos: Mapping[str, TensorInfo], fast: bool, budget: TensorBudget,
+    reference: bool,
 ) -> dict[str, np.ndarray]:
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
             "required as per tensorinfo_map"
         )
-    if fast and not _is_element_object(instances[0]):
-        name = next(iter(infos))
+    names = sorted(infos)
+    if _is_element_object(instances[0]):
+        return _decode_object_instances(instances, infos, names, budget, reference)
+    name = next(iter(infos))
+    # every instance must have the first one's shape, so the first prices the whole batch
+    budget.charge(name, dense_shape(instances), infos[name].dtype)
+    if fast:
         arr = fast_array(instances, infos[name].dtype)
         if arr is not None:
             return {name: arr}
-    names = sorted(infos)
-    if _is_element_object(instances[0]):
-        return _decode_object_instances(instances, infos, names)
-    name = next(iter(infos))
+    if not reference:
+        raise SlowPathNeeded
     items = []
     shape: list[int] | None = None
     for i, elem in enumerate(instances):
@@ -145,8 +168,15 @@ def _decode_instances(
 
 
 def _decode_object_instances(
-    instances: list[Any], infos: Mapping[str, TensorInfo], names: list[str]
+    instances: list[Any], infos: Mapping[str, TensorInfo], names: list[str],
+    budget: TensorBudget, reference: bool,
 ) -> dict[str, np.ndarray]:
+    first = instances[0]
+    for key in names:  # a missing key fails below, with TF Serving's text
+        if key in first:
+            budget.charge(key, [len(instances), *dense_shape(first[key])], infos[key].dtype)
+    if not reference:
+        raise SlowPathNeeded
     values: dict[str, list[list[Any]]] = {n: [] for n in names}
     shapes: dict[str, list[int]] = {}
     for i, elem in enumerate(instances):
@@ -195,7 +225,8 @@ def _status_string(err: ServingError) -> str:
 
 
 def _decode_inputs(
-    val: Any, infos: Mapping[str, TensorInfo], fast: bool
+    val: Any, infos: Mapping[str, TensorInfo], fast: bool, budget: TensorBudget,
+    reference: bool,
 ) -> dict[str, np.ndarray]:
     if not isinstance(val, dict) or is_b64(val):
         if len(infos) > 1:
@@ -204,12 +235,14 @@ def _decode_inputs(
                 "required as per tensorinfo_map"
             )
         name, info = next(iter(infos.items()))
-        return {name: to_array(val, info.dtype, fast)}
+        budget.charge(name, dense_shape(val), info.dtype)
+        return {name: to_array(val, info.dtype, fast, reference)}
     out = {}
     for name, info in infos.items():
         if name not in val:
             raise invalid(f"Missing named input: {name} in 'inputs' object.")
-        out[name] = to_array(val[name], info.dtype, fast)
+        budget.charge(name, dense_shape(val[name]), info.dtype)
+        out[name] = to_array(val[name], info.dtype, fast, reference)
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serve.errors import invalid
+from serve.errors import bounded_message, invalid
 from serve.wire.json_tensor.text import format_double, format_float, json_string
 
 _BYTES_SUFFIX = "_bytes"
@@ -176,5 +176,6 @@ def _label_text(label: Any) -> str:
 
 
 def error_body(message: str) -> bytes:
-    """`{"error": message}` as bytes."""
-    return orjson.dumps({"error": message})
+    """`{"error": message}` as bytes, the message cut to `serve.errors.MAX_ERROR_CHARS` (a
+    `ServingError`'s already is; this covers every other text that reaches a client)."""
+    return orjson.dumps({"error": bounded_message(message)})

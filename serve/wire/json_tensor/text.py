@@ -4,7 +4,7 @@
   accepts `NaN`/`Infinity` tokens (TF Serving's parser flags) and names the error's offset with
   rapidjson's texts (`GetParseError_En`, what TF Serving prints).
 - `value_to_string`: `JsonValueToString()`, how TF Serving quotes a JSON value in an error text
-  (rapidjson's PrettyWriter, 4 spaces), bounded on hostile nesting.
+  (rapidjson's PrettyWriter, 4 spaces), cut at `QUOTE_CHARS` and bounded on hostile nesting.
 - `format_float` / `format_double`: `WriteDecimal()`, `3.0` never `3`, bare `NaN`/`Infinity`.
 
 Pure functions, no I/O.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ import numpy as np
 import orjson
 
 from serve.errors import invalid
+
+# A value quoted in an error text stops after this many characters, then says so. TF Serving's
+# JsonValueToString() writes the whole value, 4 spaces a level: 2 MB of 64-deep lists became
+# 260 MB of text, built in 4 s. 4 KiB shows a reader the start of any value and bounds the work
+# of building the text, not just its length (`serve.errors.MAX_ERROR_CHARS` bounds the rest).
+QUOTE_CHARS = 4096
 
 # Python's json error texts -> rapidjson's GetParseError_En texts (what TF Serving prints).
 _PARSE_ERRORS = (
@@ -32,6 +39,8 @@ _PARSE_ERRORS = (
     ("Invalid \\escape", "Invalid escape character in string."),
     ("Invalid \\u", "Incorrect hex digit after \\u escape in string."),
 )
+
+_HUGE_INT = re.compile(r"-?[0-9]{4301,}")
 
 
 def _parse_error_text(text: str, err: json.JSONDecodeError) -> str:
@@ -103,42 +112,93 @@ def _parse_json_slow(body: bytes | str) -> Any:
         ) from None
     except RecursionError:
         raise invalid("JSON Parse error: Nesting too deep. at offset: 0") from None
+    except ValueError:
+        # an integer past Python's 4300-digit limit (a 500 before); rapidjson reads a long
+        # integer as a double, and none this long fits one
+        match = _HUGE_INT.search(text)
+        raise invalid(
+            "JSON Parse error: Number too big to be stored in double. at offset: "
+            f"{match.start() if match else 0}"
+        ) from None
 
 
 def _parse_constant(token: str) -> float:
     return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[token]
 
 
-def value_to_string(val: Any, indent: int = 0) -> str:
-    """JsonValueToString(): how TF Serving quotes a JSON value in an error message."""
-    pad = "    " * (indent + 1)
-    end = "    " * indent
-    if indent >= 64 and isinstance(val, dict | list) and val:
-        # hostile nesting (orjson accepts 1024 levels) must not blow the stack in an error text
-        return "[...]" if isinstance(val, list) else "{...}"
-    if isinstance(val, dict):
-        if not val:
+class _Full(Exception):
+    """The quoted value has used its character budget."""
+
+
+class _Quote:
+    """rapidjson's PrettyWriter text of one value, written piece by piece into a budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.left = limit
+
+    def emit(self, text: str) -> None:
+        self.parts.append(text)
+        self.left -= len(text)
+        if self.left < 0:
+            raise _Full
+
+    def value(self, val: Any, indent: int) -> None:
+        if not isinstance(val, dict | list) or not val:
+            self.emit(self.leaf(val))
+            return
+        is_dict = isinstance(val, dict)
+        if indent >= 64:
+            # hostile nesting (orjson accepts 1024 levels) must not blow the stack
+            self.emit("{...}" if is_dict else "[...]")
+            return
+        pad = "    " * (indent + 1)
+        self.emit("{\n" + pad if is_dict else "[\n" + pad)
+        sep = ",\n" + pad
+        for i, item in enumerate(val.items() if is_dict else val):
+            if i:
+                self.emit(sep)
+            if is_dict:
+                key, item = item
+                self.emit(self.string(str(key)) + ": ")
+            self.value(item, indent + 1)
+        self.emit("\n" + "    " * indent + ("}" if is_dict else "]"))
+
+    def leaf(self, val: Any) -> str:
+        if isinstance(val, dict):
             return "{}"
-        items = ",\n".join(
-            f"{pad}{json_string(str(k))}: {value_to_string(v, indent + 1)}" for k, v in val.items()
-        )
-        return "{\n" + items + "\n" + end + "}"
-    if isinstance(val, list):
-        if not val:
+        if isinstance(val, list):
             return "[]"
-        items = ",\n".join(pad + value_to_string(v, indent + 1) for v in val)
-        return "[\n" + items + "\n" + end + "]"
-    if val is None:
-        return "null"
-    if val is True:
-        return "true"
-    if val is False:
-        return "false"
-    if isinstance(val, float):
-        return format_double(val)
-    if isinstance(val, int):
-        return str(val)
-    return json_string(str(val))
+        if val is None:
+            return "null"
+        if val is True:
+            return "true"
+        if val is False:
+            return "false"
+        if isinstance(val, float):
+            return format_double(val)
+        if isinstance(val, int):
+            return str(val)
+        return self.string(str(val))
+
+    def string(self, s: str) -> str:
+        # only what can still be shown is escaped: a 16 MB string costs what 4 KiB does
+        return json_string(s[: self.left + 1])
+
+
+def value_to_string(val: Any, limit: int = QUOTE_CHARS) -> str:
+    """JsonValueToString(): how TF Serving quotes a JSON value in an error message.
+
+    rapidjson's PrettyWriter text (4 spaces a level), cut after `limit` characters and marked
+    so; the writer stops there, so quoting a huge value costs what quoting 4 KiB does.
+    Containers deeper than 64 levels read `[...]` / `{...}`.
+    """
+    quote = _Quote(limit)
+    try:
+        quote.value(val, 0)
+    except _Full:
+        return "".join(quote.parts)[:limit] + f"... (value cut at {limit} characters)"
+    return "".join(quote.parts)
 
 
 def json_string(s: str) -> str:

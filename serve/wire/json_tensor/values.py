@@ -5,7 +5,9 @@ well-formed numeric tensor: what almost every request is) or, when that declines
 path `fill` + `stack`, element by element, which gives TF Serving's exact error for any bad value
 (`FillTensorProto()` / `AddValueToTensor()` in `json_tensor.cc`): a bool in a float tensor, an
 out-of-range integer, a float that loses precision, a ragged list, an unsupported dtype.
-`{"b64": ...}` is a DT_STRING value. Pure functions, no I/O.
+`{"b64": ...}` is a DT_STRING value. `TensorBudget` charges each tensor its bytes from its
+shape before it is decoded, so one request's tensors cannot outweigh the server's limit
+(`ServerSettings.max_request_tensor_bytes`). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 from serve.errors import Code, ServingError, invalid
-from serve.wire.dtypes import dtype_word, numpy_dtype
+from serve.wire.dtypes import BY_NAME, dtype_word, numpy_dtype
 from serve.wire.json_tensor.text import json_type, value_to_string
 
 B64 = "b64"
@@ -33,6 +37,62 @@ _FLOAT_MAX = {"DT_FLOAT": float(np.finfo(np.float32).max), "DT_DOUBLE": float("i
 # What JSON can carry; any other dtype's values are UNIMPLEMENTED (an empty list: an object array).
 _JSON_DTYPES = frozenset({*_INT_RANGES, *_MAX_EXACT_INT, "DT_STRING", "DT_BOOL"})
 
+# `ServerSettings.max_request_tensor_bytes`' default, for a caller that passes no budget of its
+# own (the server always passes its setting).
+MAX_REQUEST_TENSOR_BYTES = 64 * 1024 * 1024
+MAX_RANK = 64  # numpy's limit on dimensions
+_SHAPE_DIMS_SHOWN = MAX_RANK  # dims quoted in an error text; a hostile shape can have millions
+
+
+class SlowPathNeeded(Exception):
+    """A tensor needs the element-by-element path (`fill`), which `reference=False` forbids:
+    the caller decodes the request again where slow work may run (a worker thread)."""
+
+
+class TensorBudget:
+    """The bytes one request's decoded tensors may weigh, summed over its inputs.
+
+    `charge` runs on a tensor's shape before its values are read: arithmetic on Python ints
+    (no overflow), no pass over the values, nothing allocated. Past `limit` it raises
+    INVALID_ARGUMENT naming the shape, its bytes and the limit.
+    """
+
+    def __init__(self, limit: int = MAX_REQUEST_TENSOR_BYTES) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, name: str, shape: Sequence[int], dtype: str) -> None:
+        size = math.prod(shape) * itemsize(dtype)
+        self.used += size
+        if self.used <= self.limit:
+            return
+        before = self.used - size
+        total = f", {self.used} bytes with the inputs before it" if before else ""
+        raise invalid(
+            f"input '{name}': shape {shape_text(shape)} of {dtype} is {size} bytes{total}; "
+            f"this request's tensors may total at most {self.limit} bytes "
+            "(--max_request_tensor_bytes)"
+        )
+
+
+@cache
+def itemsize(dtype: str) -> int:
+    """Bytes per element of `dtype` as decoded (a pointer for strings; 8 for a dtype JSON
+    cannot carry, which fails later as UNIMPLEMENTED)."""
+    row = BY_NAME.get(dtype)
+    if row is None or row.numpy is None:
+        return 8
+    if row.numpy == "bfloat16":  # no need to import ml_dtypes for its size
+        return 2
+    return np.dtype(row.numpy).itemsize
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """`[2,3]` as TF Serving writes shapes; past 64 dims, the first 64 then `...`."""
+    if len(shape) <= _SHAPE_DIMS_SHOWN:
+        return "[" + ",".join(map(str, shape)) + "]"
+    return "[" + ",".join(map(str, shape[:_SHAPE_DIMS_SHOWN])) + ",...]"
+
 
 def is_b64(val: Any) -> bool:
     return isinstance(val, dict) and len(val) == 1 and isinstance(val.get(B64), str)
@@ -45,10 +105,13 @@ def type_error(val: Any, dtype: str) -> ServingError:
     )
 
 
-def to_array(val: Any, dtype: str, fast: bool) -> np.ndarray:
+def to_array(val: Any, dtype: str, fast: bool, reference: bool = True) -> np.ndarray:
+    """`fast_array`, else (`reference`) `fill` + `stack`, else `SlowPathNeeded`."""
     arr = fast_array(val, dtype) if fast else None
     if arr is not None:
         return arr
+    if not reference:
+        raise SlowPathNeeded
     flat, shape = fill(val, dtype)
     return stack([flat], shape, dtype)
 
@@ -87,8 +150,8 @@ def fast_array(val: Any, dtype: str) -> np.ndarray | None:
     return None
 
 
-def _dense_shape(val: Any) -> list[int]:
-    """GetDenseTensorShape(): each level's size from its first element."""
+def dense_shape(val: Any) -> list[int]:
+    """GetDenseTensorShape(): each level's size from its first element (O(rank))."""
     shape = []
     while isinstance(val, list):
         shape.append(len(val))
@@ -100,10 +163,10 @@ def _dense_shape(val: Any) -> list[int]:
 
 def fill(val: Any, dtype: str) -> tuple[list[Any], list[int]]:
     """FillTensorProto(): flat values of one JSON tensor, and its shape; TF Serving's errors."""
-    shape = _dense_shape(val)
+    shape = dense_shape(val)
     rank = len(shape)
-    if rank > 64:  # numpy's limit; deeper nesting was a 500 (ValueError in reshape)
-        raise invalid(f"JSON tensor has {rank} dimensions; at most 64 are supported")
+    if rank > MAX_RANK:  # numpy's limit; deeper nesting was a 500 (ValueError in reshape)
+        raise invalid(f"JSON tensor has {rank} dimensions; at most {MAX_RANK} are supported")
     out: list[Any] = []
     # explicit stack (value, level): no recursion limit on deep, hostile nesting
     stack: list[tuple[Any, int]] = [(val, 0)]
