@@ -86,7 +86,7 @@ def time_plain_reads(raw_dir: Path, channels: tuple[str, ...]) -> tuple[float, f
     """(recording hours, best-of-2 seconds) to `wfdb.rdrecord` every waveform record's channels."""
     import wfdb
 
-    from pipelines.ingest.channels import match_channels
+    from models.channels import match_channels
     from pipelines.ingest.records import find_records
 
     plan = []

@@ -4,11 +4,13 @@ Every model maps a window of raw physical units to a forecast in raw physical un
 
     signal (B, T, C) -> normalize -> core -> head -> denormalize -> forecast (B, H, K)
                                                \\-> quantile head -> quantiles (B, H, K, Q)
+                                               \\-> event head (+ signal, forecast, quantiles)
+                                                    -> ahe_probability (B, 1)
 
 Owns the builders (`build_model`, the truncated-BPTT twin `build_stateful_twin`, the losses); the
 custom layers they use live beside them: `models.output_layers` (ordered quantiles, last-value
 anchor), `models.window_scale`, `models.cycle`, `models.cycle_mix` (the `cycle_mix` head),
-`models.normalization`, `models.fused_lstm`.
+`models.events_keras` (event probabilities), `models.normalization`, `models.fused_lstm`.
 
 Only `keras.layers` / `keras.ops`, so the same model runs on TensorFlow, JAX and PyTorch. Recurrent
 layers keep the defaults that leave the fused cuDNN kernels eligible (tanh/sigmoid, no recurrent
@@ -23,6 +25,8 @@ from keras import layers, ops
 from models import fused_lstm
 from models.cycle import CycleCandidates, CycleMedian, CycleMix
 from models.cycle_mix import cycle_mix_outputs
+from models.events_keras import event_losses, event_outputs
+from models.losses import PinballLoss  # imported here so loading a compiled model finds it
 from models.normalization import (
     NormStats,
     make_input_normalizer,
@@ -88,11 +92,14 @@ def _direct_core(spec: ModelSpec, z):
     return z
 
 
-def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None) -> dict:
+def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None, signal=None) -> dict:
     """(B, h) -> forecast (B, H, K) [+ quantiles (B, H, K, Q)]: all horizon steps at once.
 
     With `spec.anchor == "last"`, `inputs` (the standardized window `(B, T, C)`) gives the last
-    observed value of each target, which the heads' outputs are added to (`AnchorLast`).
+    observed value of each target, which the heads' outputs are added to (`AnchorLast`). With
+    `spec.events`, `signal` (the raw window) feeds each event head (`models.events_keras`), which
+    also reads the core's features `z` and the forecast in physical units: `ahe_probability`
+    `(B, 1)`.
     """
     h, k = spec.horizon, spec.n_targets
     anchored = spec.anchor == "last"
@@ -112,6 +119,9 @@ def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None) -> dict:
         if anchored:  # one shift of all quantiles: the order holds
             q = AnchorLast(spec.targets_in_inputs, name="quantile_anchor_last")([q, inputs])
         outputs["quantiles"] = _quantile_output(q, stats)
+    if spec.events:
+        outputs.update(event_outputs(spec.events, z, signal, outputs["forecast"],
+                                     outputs.get("quantiles"), spec.targets_in_inputs[0]))
     return outputs
 
 
@@ -220,7 +230,8 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     Input `signal`: `(batch, input_steps, n_channels)` in physical units. Outputs, a dict:
     `forecast` `(batch, horizon, n_targets)` in physical units, plus `quantiles`
     `(batch, horizon, n_targets, n_quantiles)` (ordered along the last axis) when
-    `spec.quantiles` is non-empty. `norm` holds train-split statistics; None means identity
+    `spec.quantiles` is non-empty, plus one probability `(batch, 1)` float32 per event in
+    `spec.events` (`ahe_probability`). `norm` holds train-split statistics; None means identity
     (mean 0, std 1), enough for `inspect` and shape checks.
     """
     stats = norm or NormStats.identity(spec.n_channels, spec.n_targets)
@@ -239,9 +250,9 @@ def build_model(spec: ModelSpec, norm: NormStats | None = None) -> keras.Model:
     elif spec.arch == "seq2seq":
         outputs = _seq2seq(spec, z, stats)
     elif spec.arch == "direct":
-        outputs = _direct_heads(spec, _direct_core(spec, z), stats, z)
+        outputs = _direct_heads(spec, _direct_core(spec, z), stats, z, signal)
     else:
-        outputs = _direct_heads(spec, _stacked_core(spec, z), stats, z)
+        outputs = _direct_heads(spec, _stacked_core(spec, z), stats, z, signal)
     suffix = {"cycle_residual": "_cycle", "cycle_mix": "_cycle_mix"}.get(spec.head, "")
     return keras.Model(signal, outputs, name=f"pulsecast_{spec.arch}{suffix}")
 
@@ -261,6 +272,9 @@ def stateful_refusal(spec: ModelSpec) -> str | None:
         return "bidirectional = true has no stateful twin (the backward pass reads the future)"
     if spec.anchor != "none":
         return f"anchor {spec.anchor!r} has no stateful twin (only anchor 'none')"
+    if spec.events:
+        return (f"events {list(spec.events)!r} have no stateful twin (the event head reads the "
+                f"whole window)")
     return None
 
 
@@ -297,11 +311,12 @@ def build_stateful_twin(spec: ModelSpec, batch_size: int, chunk_steps: int,
                        name=f"pulsecast_{spec.arch}_stateful")
 
 
-def compile_losses(spec: ModelSpec) -> dict:
-    """Per-output losses matching `build_model`: MSE on `forecast`, pinball on `quantiles`."""
-    from models.losses import PinballLoss
-
-    losses: dict = {"forecast": "mse"}
+def compile_losses(spec: ModelSpec, point="mse") -> dict:
+    """Per-output losses matching `build_model`: `point` (MSE by default) on `forecast`, pinball
+    on `quantiles`, and on each event probability the binary cross-entropy against the event
+    rule applied in-graph to the target window (`models.events_keras.EventLoss`)."""
+    losses: dict = {"forecast": point}
     if spec.probabilistic:
         losses["quantiles"] = PinballLoss(spec.quantiles)
+    losses.update(event_losses(spec.events))
     return losses

@@ -5,7 +5,8 @@ What `export_savedmodel` writes into a version folder (see `models.store` for th
     saved_model.pb, variables/, fingerprint.pb
         `serving_default` (endpoint `serve`): one input `signal` float32 (None, input_steps,
         channels) in physical units; one output per model output, keyed by the model's output
-        names (`forecast`, and `quantiles` for probabilistic recipes), never `output_0`.
+        names (`forecast`, `quantiles` for probabilistic recipes, and one `(None, 1)`
+        probability per event, e.g. `ahe_probability`), never `output_0`.
     assets.extra/pulsecast.json
         the caller's metadata (a `models.metadata.VersionMetadata`, or a plain mapping for
         partial documents) plus `exported_at` (UTC ISO 8601), `keras_version`,
@@ -25,7 +26,7 @@ numbers. Intended flow:
 
     store.publish(base, lambda staging: (
         export_savedmodel(model, staging, metadata, x[:8]),
-        verify_savedmodel(staging, x, model_outputs),
+        verify_savedmodel(staging, x, model_outputs, complete=True),
     ))
 
 TensorFlow and Keras are imported inside the functions: importing this module is cheap.

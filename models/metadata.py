@@ -11,6 +11,11 @@ object, indented, keys sorted, no NaN or infinity. `VersionMetadata` is its type
 - lineage (`retrain`, `rolled_back_from`, `rolled_back_at`) and export stamps (`exported_at`,
   `keras_version`, `tensorflow_version`, `serving_signature`, `warmup_records`): written only
   when set, so a rolled-back version has no `retrain` key at all;
+- `events`: written only when the model warns of events (`[model] events`), one entry per
+  event, e.g. `{"ahe": {"output": "ahe_probability", "threshold": 0.37, "horizon_min": 60,
+  "chosen_on": "train"}}`: the SavedModel output holding its probability `(batch, 1)`, the alarm
+  threshold (alarm when probability >= threshold; chosen on the split `chosen_on`) and the
+  minutes after the cut point the rule looks at (`models.events`);
 - `extra`: keys this code does not know (older or newer writers), kept as read and written back.
 
 A missing required key or a value of the wrong type is a `MetadataError` (a `ValueError`) naming
@@ -30,10 +35,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from models.events import EVENTS
 from models.layout import METADATA_RELPATH
 
 REQUIRED_KEYS = ("channels", "fs", "input_steps", "horizon", "targets")
 _OMIT_WHEN_NONE = {"omit_when_none": True}
+_OMIT_WHEN_EMPTY = {"omit_when_empty": True}
+EVENT_KEYS = ("output", "threshold", "horizon_min", "chosen_on")  # each `events` entry has them
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 8, 6
 
@@ -86,6 +94,9 @@ class VersionMetadata:
     tensorflow_version: str | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     serving_signature: dict[str, Any] | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     warmup_records: int | None = field(default=None, metadata=_OMIT_WHEN_NONE)
+    # {event name: {"output", "threshold", "horizon_min", "chosen_on"}}; empty: no event outputs
+    events: Mapping[str, Mapping[str, Any]] = field(default_factory=dict,
+                                                    metadata=_OMIT_WHEN_EMPTY)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +135,7 @@ class VersionMetadata:
                     isinstance(row, Mapping) for row in self.params):
                 raise _bad("params", "a list of objects or null", self.params)
             self._set("params", [dict(row) for row in self.params])
+        self._check_events()
         if not isinstance(self.extra, Mapping):
             raise MetadataError(f"extra must be a mapping, got {_short.repr(self.extra)}")
         self._set("extra", dict(self.extra))
@@ -152,6 +164,36 @@ class VersionMetadata:
             raise _bad("quantiles", "a list of increasing levels in (0, 1)", self.quantiles)
         self._set("quantiles", tuple(float(q) for q in levels))
 
+    def _check_events(self) -> None:
+        events = {} if self.events is None else self.events
+        if not isinstance(events, Mapping):
+            raise _bad("events", "an object of events", self.events)
+        checked: dict[str, dict[str, Any]] = {}
+        outputs: set[str] = set()
+        for name, entry in events.items():
+            key = f"events.{name}"
+            if not isinstance(name, str) or not name:
+                raise _bad("events", "an object keyed by event names", dict(events))
+            if not isinstance(entry, Mapping) or any(k not in entry for k in EVENT_KEYS):
+                raise _bad(key, f"an object with keys {list(EVENT_KEYS)}", entry)
+            output, threshold = entry["output"], entry["threshold"]
+            if not isinstance(output, str) or not output or output in outputs:
+                raise _bad(f"{key}.output", "a SavedModel output name of its own", output)
+            if not _is_number(threshold) or not 0 <= threshold <= 1:
+                raise _bad(f"{key}.threshold", "a probability in [0, 1]", threshold)
+            if not _is_int(entry["horizon_min"]) or entry["horizon_min"] < 1:
+                raise _bad(f"{key}.horizon_min", "an integer >= 1", entry["horizon_min"])
+            if not isinstance(entry["chosen_on"], str) or not entry["chosen_on"]:
+                raise _bad(f"{key}.chosen_on", "the name of a split", entry["chosen_on"])
+            rule = EVENTS.get(name)  # a known rule: its output and horizon are not free
+            for field_name in ("output", "horizon_min"):
+                if rule is not None and entry[field_name] != getattr(rule, field_name):
+                    raise _bad(f"{key}.{field_name}", f"{getattr(rule, field_name)!r} (the "
+                               f"{name} rule's)", entry[field_name])
+            outputs.add(output)
+            checked[name] = {**entry, "threshold": float(threshold)}
+        self._set("events", checked)
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> VersionMetadata:
         """The typed form of a parsed `pulsecast.json`; unknown keys land in `extra`."""
@@ -173,6 +215,10 @@ class VersionMetadata:
             value = getattr(self, f.name)
             if f.name == "extra" or (value is None and f.metadata.get("omit_when_none")):
                 continue
+            if not value and f.metadata.get("omit_when_empty"):
+                continue
+            if f.name == "events":  # fresh dicts: the document is the caller's to change
+                value = {name: dict(entry) for name, entry in value.items()}
             doc[f.name] = list(value) if isinstance(value, tuple) else value
         doc.update(self.extra)
         return doc

@@ -14,6 +14,9 @@ d = input features of the layer, h = its units:
     cycle_mix head (models.cycle_mix), C channels, K targets, N copies, u units, D directions:
                 RNN(C, u) + D·RNN(2KN + 2K + 1 + u, u) + Dense(D·u, K(N+2)) [+ Dense(D·u, K)]
                 (`cycle_mix_head_params`; each layer is also checked on its own)
+    event head (models.events_keras), core width h, Q quantile levels:
+                Dense(h + 6 + 2Q, 1) = h + 6 + 2Q + 1
+                (`event_head_params`; EventFeatures, 6 + 2Q features, has no weights)
 
 A model whose Keras count disagrees with its formula is a bug (a wrong input width, a stray bias),
 and training refuses it. The formulas are pure; `check` reads the layers of a built model (the only
@@ -35,6 +38,7 @@ WEIGHTLESS = frozenset(
         "AnchorLast",  # models.architectures: adds the last observed value
         # models.cycle_mix: per-step features, the softmax mix, the residual fade, time reversal
         "HorizonFeatures", "SoftmaxMix", "ResidualFade", "TimeReverse",
+        "EventFeatures",  # models.events_keras: the event head's inputs from past and forecast
     }
 )
 
@@ -88,6 +92,12 @@ def cycle_mix_head_params(n_channels: int, n_targets: int, n_candidates: int, un
     total = rnn(n_channels) + directions * rnn(per_step)
     total += dense_params(directions * u, k * (n + 2))
     return total + (dense_params(directions * u, k) if residual else 0)
+
+
+def event_head_params(core_width: int, n_quantiles: int) -> int:
+    """Trainable weights of one event head: a sigmoid Dense from the core's features and the
+    6 + 2Q event features (`models.events_keras.EventFeatures`) to one probability."""
+    return dense_params(core_width + 6 + 2 * n_quantiles, 1)
 
 
 def standardize_params(d: int) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from models.events import EVENTS, event_rule
+
 ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq", "direct")
 RECURRENT_ARCHS: tuple[str, ...] = ("lstm", "gru", "simplernn", "irnn", "seq2seq")
 HEADS: tuple[str, ...] = ("direct", "cycle_residual", "cycle_mix")
@@ -76,6 +78,11 @@ class ModelSpec:
       untrained model is persistence); for slow signals without cycles (numerics). `none` = off.
     - `target_positions`: where each target sits among the input channels (the cycle head reads
       the targets' own past); empty = the first `n_targets` channels.
+    - `events`: clinical events the model also warns of (`models.events.EVENTS`, e.g. `ahe`):
+      each adds a `(batch, 1)` probability output named by its rule (`ahe_probability`), read
+      off the core's features, the recent past and the forecast (`models.events_keras`). One
+      target, head `direct` of a single-state core; the recipe checks that the horizon covers
+      the rule's (`pipelines.config`: the spec does not know `fs`).
     """
 
     arch: str = "lstm"
@@ -104,12 +111,16 @@ class ModelSpec:
     residual_fade_steps: int = 0
     anchor: str = "none"
     target_positions: tuple[int, ...] = ()
+    events: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists from TOML become tuples so the spec stays hashable and truly frozen.
         object.__setattr__(self, "units", tuple(self.units))
         object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
         object.__setattr__(self, "target_positions", tuple(self.target_positions))
+        if isinstance(self.events, str):  # `events = "ahe"` would spell three unknown events
+            raise SpecError(f"events must be a list of event names, got {self.events!r}")
+        object.__setattr__(self, "events", tuple(self.events))
         if self.arch not in ARCHS:
             raise SpecError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not self.units:
@@ -131,6 +142,23 @@ class ModelSpec:
         if self.bidirectional and self.arch in ("seq2seq", "direct"):
             raise SpecError(f"bidirectional applies to stacked recurrent archs, not {self.arch!r}")
         self._check_head()
+        self._check_events()
+
+    def _check_events(self) -> None:
+        for name in self.events:
+            if name not in EVENTS:
+                raise SpecError(f"events must name known events ({', '.join(sorted(EVENTS))}), "
+                                f"got {name!r}")
+        if len(set(self.events)) != len(self.events):
+            raise SpecError(f"events must not repeat, got {list(self.events)!r}")
+        if not self.events:
+            return
+        if self.n_targets != 1:
+            raise SpecError(f"events {list(self.events)!r} need exactly one target (the signal "
+                            f"the rule reads), got n_targets={self.n_targets}")
+        if self.head != "direct" or self.arch == "seq2seq":
+            raise SpecError(f"events {list(self.events)!r} apply to head 'direct' of a "
+                            f"single-state core, not head {self.head!r} with arch {self.arch!r}")
 
     def _check_head(self) -> None:
         if self.head not in HEADS:
@@ -234,6 +262,11 @@ class ModelSpec:
     def targets_in_inputs(self) -> tuple[int, ...]:
         """Index of each target among the input channels."""
         return self.target_positions or tuple(range(self.n_targets))
+
+    @property
+    def event_outputs(self) -> tuple[str, ...]:
+        """Names of the event probability outputs (`ahe_probability`), in `events` order."""
+        return tuple(event_rule(name).output for name in self.events)
 
     @property
     def probabilistic(self) -> bool:

@@ -83,6 +83,7 @@ def verify_savedmodel(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     timeout_s: float = 300.0,
+    complete: bool = False,
 ) -> dict[str, float]:
     """Check, in a fresh CPU-only process, that the SavedModel reproduces the Keras model.
 
@@ -90,8 +91,10 @@ def verify_savedmodel(
     graph needing cuDNN fails here, not on the server), calls `serving_default(signal=x)` and
     compares with `expected`: a dict {output name: array}, or one array for the `forecast` (or
     only) output. Passes when |got - expected| <= atol + rtol * |expected| everywhere.
-    Returns {output name: max abs difference}; raises `ExportVerificationError` naming the
-    output and the difference otherwise.
+    With `complete`, `expected` holds every output of the Keras model (the forecast, quantiles,
+    event probabilities): the signature must have exactly those outputs, none missing, none
+    extra. Returns {output name: max abs difference}; raises `ExportVerificationError` naming
+    the output and the difference otherwise.
     """
     x = np.asarray(x, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="pulsecast-verify-") as work:
@@ -121,6 +124,11 @@ def verify_savedmodel(
                 f"expected is one array but {SIGNATURE_KEY} has outputs {names}; pass a dict"
             )
         expected = {key: expected}
+    if complete and sorted(expected) != sorted(report["outputs"]):
+        raise ExportVerificationError(
+            f"{SIGNATURE_KEY} of {path} has outputs {sorted(report['outputs'])}, the Keras model "
+            f"{sorted(expected)}"
+        )
     diffs: dict[str, float] = {}
     for name, want in expected.items():
         if name not in got:

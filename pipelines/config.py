@@ -1,7 +1,8 @@
 """Training recipes: a TOML file (`configs/<name>.toml`), a top-level `name` and five tables:
 
 - `[data]`: where the records are and how to ingest them (`raw`, `dataset`, `channels`, `fs`,
-  `numerics`, `fill_gap_s`: interpolate each channel's gaps up to this long at ingest);
+  `numerics`, `fill_gap_s`: interpolate each channel's gaps up to this long at ingest,
+  `max_gap_s`, `min_duration_s`, `valid_range`: `[low, high]`, values outside are gaps);
 - `[window]`: `input_steps`, `horizon`, `stride`, `inputs`, `targets`, `gap_policy`,
   `max_still_fraction`;
 - `[model]`: read by `models.spec.model_spec_from_config` (architecture and its hyper-parameters);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import field
@@ -96,14 +98,38 @@ def _table(section: str) -> Callable[[type[_T]], type[_T]]:
     return wrap
 
 
+def _valid_range(value: object) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    pair = tuple(value) if isinstance(value, list | tuple) else ()
+    if (len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in pair)
+            or not -math.inf < pair[0] < pair[1] < math.inf):
+        raise ValueError("must be [low, high], two finite numbers with low < high")
+    return float(pair[0]), float(pair[1])
+
+
+Seconds = Annotated[float, Field(strict=True, ge=0)]
+ValidRange = Annotated[tuple[float, float] | None, PlainValidator(_valid_range)]
+
+
 @_table("data")
 class DataConfig:
+    """How `pulsecast ingest` (and `pulsecast train`, when the dataset is missing) reads the raw
+    records: `pipelines.ingest.config.ingest_config_from_recipe` is the one mapping. The defaults
+    are `IngestConfig`'s, so a recipe that leaves a key out gets the dataset a bare ingest makes."""
+
     raw: Text = "data/raw/synthetic"
     dataset: Text = "data/datasets/ecg"
     channels: Annotated[Names, Field(min_length=1)] = ("II",)
     fs: Positive = 125.0
     numerics: Flag = False
-    fill_gap_s: Annotated[float, Field(strict=True, ge=0)] = 0.0  # ingest: interpolate gaps
+    fill_gap_s: Seconds = 0.0  # ingest: interpolate each channel's gaps up to this long
+    max_gap_s: Seconds = 60.0  # a longer stretch without data splits a record into pieces
+    min_duration_s: Seconds = 10.0  # a shorter piece is skipped, with the reason
+    # [low, high] in the channels' units: a value at or below `low` is no reading, one above
+    # `high` an artefact; both become gaps (NaN) before gap handling. Unset: every value counts.
+    valid_range: ValidRange = None
 
 
 @_table("window")
@@ -144,6 +170,9 @@ class TrainConfig:
     # validation windows scored after each epoch, evenly spaced over the val records; 0 = all
     max_val_windows: NonNegative = 0
     huber_delta: Number = 1.0
+    # Weight of each [model] events output's cross-entropy (nats) against the forecast losses
+    # (physical units): how much a nat of warning is worth in the forecast's units.
+    event_loss_weight: Positive = 1.0
     # Compiled-step knobs (see docs/performance.md for what each measured): optimizer steps run
     # per compiled call (cuts per-step Python/dispatch overhead), and XLA for the train step:
     # "auto" lets Keras decide (jit on JAX; off on TF CPU and for cuDNN LSTMs on TF GPU); false
@@ -199,7 +228,29 @@ class Recipe:
         if missing:
             raise ValueError(f"[window] channels {missing} are not in [data] channels "
                              f"{list(self.data.channels)}")
+        self._events_fit_the_window()
         return self
+
+    def _events_fit_the_window(self) -> None:
+        """An event rule counts minutes: one step must be one minute (the in-graph rule and its
+        label step through the forecast minute by minute), and the horizon must cover the
+        rule's. Unknown names and the rest are `models.spec`'s to refuse."""
+        from models.events import EVENTS
+
+        events = self.model.get("events") or []
+        rules = [EVENTS[e] for e in events if isinstance(e, str) and e in EVENTS]
+        if not rules:
+            return
+        if not math.isclose(self.data.fs * 60.0, 1.0, rel_tol=1e-9):
+            raise ValueError(f"[model] events {list(events)} count minutes: they need one value "
+                             f"a minute ([data] fs = 1/60 Hz), got fs = {self.data.fs:g} Hz")
+        for rule in rules:
+            covered_min = self.window.horizon / self.data.fs / 60.0
+            if covered_min < rule.horizon_min:
+                raise ValueError(
+                    f"[model] events {rule.name!r} needs the {rule.horizon_min} minutes after "
+                    f"the cut point: [window] horizon = {self.window.horizon} steps at fs = "
+                    f"{self.data.fs:g} Hz covers {covered_min:g} minutes")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain JSON-able data (stored in each published version)."""

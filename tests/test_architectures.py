@@ -143,6 +143,17 @@ def test_spec_errors_name_the_bad_value() -> None:
         assert str(err.value) == message
 
 
+def test_the_hypotension_config_loads_into_an_anchored_spec_with_the_ahe_output() -> None:
+    config = tomllib.loads((REPO_ROOT / "configs" / "hypotension.toml").read_text())
+    spec = model_spec_from_config(config)
+    assert spec == ModelSpec(arch="lstm", units=(32,), input_steps=120, horizon=60,
+                             n_channels=1, n_targets=1, dropout=0.0, quantiles=(0.1, 0.5, 0.9),
+                             anchor="last", target_positions=(0,), events=("ahe",))
+    model = build_model(spec)
+    assert sorted(model.output_names) == ["ahe_probability", "forecast", "quantiles"]
+    assert tuple(model.get_layer("ahe_probability").output.shape) == (None, 1)
+
+
 @pytest.mark.parametrize("name", ("ecg", "abp"))
 def test_the_shipped_configs_load_into_cycle_mix_specs(name: str) -> None:
     config = tomllib.loads((REPO_ROOT / "configs" / f"{name}.toml").read_text())

@@ -93,9 +93,9 @@ def test_every_problem_gets_its_own_line_naming_the_file(tmp_path):
         f"{path}: [train] batch_size must be >= 1, got 0",
         f"{path}: [train] epochs must be an int, got 2.5",
         f"{path}: unknown key(s) ['los'] in [train]; known keys: ['batch_size', 'clipnorm', "
-        "'epochs', 'huber_delta', 'jit_compile', 'learning_rate', 'loss', 'max_val_windows', "
-        "'max_windows_per_epoch', 'optimizer', 'patience', 'precision', 'schedule', 'seed', "
-        "'steps_per_execution', 'tbptt_steps']",
+        "'epochs', 'event_loss_weight', 'huber_delta', 'jit_compile', 'learning_rate', 'loss', "
+        "'max_val_windows', 'max_windows_per_epoch', 'optimizer', 'patience', 'precision', "
+        "'schedule', 'seed', 'steps_per_execution', 'tbptt_steps']",
     ]
 
 

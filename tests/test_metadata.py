@@ -169,3 +169,62 @@ def test_nan_is_refused_on_write(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="JSON compliant"):
         write_metadata(tmp_path, meta)
     assert not (tmp_path / "assets.extra").exists()  # nothing half-written
+
+
+def _ahe(**change) -> dict:
+    return {"ahe": {"output": "ahe_probability", "threshold": 0.37, "horizon_min": 60,
+                    "chosen_on": "train", **change}}
+
+
+def test_event_thresholds_round_trip_and_a_version_without_events_writes_none() -> None:
+    doc = {**_published(), "events": _ahe()}
+    meta = VersionMetadata.from_dict(doc)
+    assert meta.events == _ahe() and meta.to_dict() == doc
+    assert "events" not in VersionMetadata.from_dict(_published()).to_dict()
+    # a threshold of 0 or 1 (an int in JSON) is a probability too, stored as a float
+    meta = VersionMetadata.from_dict({**_published(), "events": _ahe(threshold=1)})
+    assert meta.events["ahe"]["threshold"] == 1.0 and isinstance(
+        meta.to_dict()["events"]["ahe"]["threshold"], float)
+
+
+def test_an_event_entry_of_an_unknown_event_is_kept_as_written() -> None:
+    other = {"sepsis": {"output": "sepsis_probability", "threshold": 0.2, "horizon_min": 360,
+                        "chosen_on": "train", "note": "newer writer"}}
+    doc = {**_published(), "events": {**_ahe(), **other}}
+    assert VersionMetadata.from_dict(doc).to_dict() == doc
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([1], "'events' must be an object of events, got [1]"),
+        ({"ahe": 0.4}, "'events.ahe' must be an object with keys ['output', 'threshold', "
+                       "'horizon_min', 'chosen_on'], got 0.4"),
+        ({"ahe": {"output": "ahe_probability", "threshold": 0.4}},
+         "'events.ahe' must be an object with keys ['output', 'threshold', 'horizon_min', "
+         "'chosen_on']"),
+        (_ahe(threshold=1.5), "'events.ahe.threshold' must be a probability in [0, 1], got 1.5"),
+        (_ahe(threshold="0.4"),
+         "'events.ahe.threshold' must be a probability in [0, 1], got '0.4'"),
+        (_ahe(threshold=True), "'events.ahe.threshold' must be a probability in [0, 1], got True"),
+        (_ahe(horizon_min=30), "'events.ahe.horizon_min' must be 60 (the ahe rule's), got 30"),
+        (_ahe(horizon_min=0), "'events.ahe.horizon_min' must be an integer >= 1, got 0"),
+        (_ahe(output="forecast_probability"),
+         "'events.ahe.output' must be 'ahe_probability' (the ahe rule's), got "
+         "'forecast_probability'"),
+        (_ahe(chosen_on=""), "'events.ahe.chosen_on' must be the name of a split, got ''"),
+    ],
+)
+def test_a_bad_event_entry_is_named_with_its_key(events, message) -> None:
+    with pytest.raises(MetadataError) as info:
+        VersionMetadata.from_dict({**_published(), "events": events})
+    assert message in str(info.value)
+
+
+def test_event_thresholds_are_written_and_read_back_through_the_version_folder(
+        tmp_path: Path) -> None:
+    meta = VersionMetadata(channels=("ABPMEAN",), fs=1 / 60, input_steps=120, horizon=60,
+                           targets=("ABPMEAN",), events=_ahe())
+    write_metadata(tmp_path, meta)
+    assert read_metadata_json(tmp_path)["events"] == _ahe()
+    assert read_metadata(tmp_path) == meta

@@ -203,3 +203,15 @@ def test_cycle_residual_models_match_their_formulas_and_stay_cudnn_eligible(arch
     assert rows["cycle_candidates"].expected == 0
     assert sum(r.keras for r in rows.values()) == model.count_params()
     assert all(r.cudnn for r in rows.values() if r.cudnn is not None)
+
+
+@pytest.mark.parametrize("arch", ("lstm", "gru", "simplernn", "irnn", "direct"))
+def test_event_heads_match_their_formula_on_every_single_state_core(arch: str) -> None:
+    for quantiles in ((), (0.1, 0.5, 0.9)):
+        spec = ModelSpec(arch=arch, units=(8, 5), input_steps=60, horizon=60, n_channels=2,
+                         quantiles=quantiles, anchor="last", events=("ahe",))
+        model = build_model(spec)
+        rows = {row.name: row for row in check(model)}  # raises on any disagreement
+        head = rows["ahe_probability"]
+        assert head.expected == params.event_head_params(5, len(quantiles)) == head.keras
+        assert sum(r.keras for r in rows.values()) == model.count_params()

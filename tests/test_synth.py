@@ -1,4 +1,6 @@
-"""The synthetic cohort: real WFDB files, deterministic by seed, varied and coupled physiology."""
+"""The synthetic cohorts: real WFDB files, deterministic by seed, varied and coupled physiology;
+and the MAP cohort (`--kind map`): Challenge 2009-shaped trends with hypotensive episodes whose
+labels are the AHE rule's."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import numpy as np
 import pytest
 import wfdb
 
+from models.events import AHE
 from pipelines.cli import main
 from pipelines.sources import synth, waveforms
+from pipelines.sources.map_trends import make_map_series, make_map_spec
 from pipelines.sources.physiology import (
     CHANNELS,
     NUMERIC_CHANNELS,
@@ -19,7 +23,7 @@ from pipelines.sources.physiology import (
     SynthError,
     make_cohort_specs,
 )
-from pipelines.sources.synth import SynthConfig, write_cohort
+from pipelines.sources.synth import MapSynthConfig, SynthConfig, write_cohort, write_map_cohort
 from pipelines.sources.waveforms import make_patient, make_patient_signals
 
 PATIENTS = 4
@@ -211,3 +215,111 @@ def test_a_failed_write_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(OSError, match="disk full"):
         write_cohort(SynthConfig(out=tmp_path / "c", patients=3, minutes=MINUTES, seed=0))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the MAP cohort (`--kind map`): Challenge 2009-shaped trends with hypotensive episodes ---
+
+MAP_PATIENTS = 24
+
+
+@pytest.fixture(scope="module")
+def map_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth-map") / "cohort"
+    write_map_cohort(MapSynthConfig(out=out, patients=MAP_PATIENTS, seed=0))
+    return out
+
+
+def _map_minutes(record: Path) -> np.ndarray:
+    """The record's MAP a minute (mmHg), a 0 (no reading) as NaN, as the AHE rule reads it."""
+    x = wfdb.rdrecord(str(record)).p_signal[:, 0]
+    return np.where(x == 0, np.nan, x)
+
+
+def test_map_records_are_written_as_the_challenge_records_are(map_cohort: Path) -> None:
+    names = (map_cohort / "RECORDS").read_text().split()
+    assert names == [f"p{i:06d}n" for i in range(1, MAP_PATIENTS + 1)]
+    header = wfdb.rdheader(str(map_cohort / names[0]))
+    assert (header.sig_name, header.units, header.fmt, header.adc_gain) == (
+        ["ABPMean"], ["mmHg"], ["16"], [10.0])
+    assert header.fs == pytest.approx(1 / 60) and header.sig_len == 660
+    assert header.comments[0] == "T0 at minute 600 (sample 600); minutes 600-659 are the " \
+                                 "forecast window"
+
+
+def test_map_cohort_has_episodes_and_its_labels_agree_with_the_rule(map_cohort: Path) -> None:
+    import pandas as pd
+
+    labels = pd.read_csv(map_cohort / "labels.csv", dtype={"record": str})
+    assert labels.columns.tolist() == ["record", "group", "ahe_in_forecast_window", "t0_sample"]
+    assert set(labels["t0_sample"]) == {600}
+    by_group = labels.groupby("group")["ahe_in_forecast_window"].agg(["sum", "count"])
+    assert by_group["count"].to_dict() == {"C1": 6, "C2": 6, "H2": 12}  # about half
+    assert by_group.loc["H2", "sum"] >= 9 and by_group.loc[["C1", "C2"], "sum"].sum() == 0
+    for row in labels.itertuples():
+        x = _map_minutes(map_cohort / row.record)
+        assert row.ahe_in_forecast_window == int(AHE.label(x[600:660])), row.record
+        if row.group == "C2":  # its episode is before T0
+            assert AHE.occurs(x[:600]), row.record
+        valid = x[np.isfinite(x) & (x <= 300)]
+        assert 40 <= valid.min() and valid.max() <= 250
+        assert 65 <= np.median(x[np.isfinite(x)][:480]) <= 100  # around 70-95 mmHg
+
+
+def test_map_cohort_has_minutes_without_reading_and_spikes_but_not_at_its_ends(
+        map_cohort: Path) -> None:
+    zeros = spikes = 0
+    for record in sorted(map_cohort.glob("*.hea")):
+        x = wfdb.rdrecord(str(record.with_suffix(""))).p_signal[:, 0]
+        zeros += int((x == 0).sum())
+        spikes += int((x > 300).sum())
+        assert 0 < x[0] <= 300 and 0 < x[-1] <= 300, record.name  # T0 stays sample 600
+    assert 10 <= zeros <= 4 * MAP_PATIENTS and 1 <= spikes <= MAP_PATIENTS // 2
+
+
+def test_some_map_episodes_are_announced_by_a_slow_drift_down_and_some_are_not() -> None:
+    specs = [make_map_spec(i, seed=0) for i in range(MAP_PATIENTS)]
+    episodes = [s.episode for s in specs if s.group == "H2"]
+    warned = [e for e in episodes if e.lead_drift_mmhg > 0]
+    assert 0 < len(warned) < len(episodes)
+    for spec in specs:
+        e = spec.episode
+        if spec.group != "H2" or not e.lead_drift_mmhg:
+            continue
+        x = make_map_series(spec, seed=0)
+        before = x[e.onset_min - e.decline_min - e.lead_min - 30:
+                   e.onset_min - e.decline_min - e.lead_min]
+        last = x[e.onset_min - e.decline_min - 10: e.onset_min - e.decline_min]
+        assert np.median(last[last > 0]) < np.median(before[before > 0]), spec.record_name
+
+
+def test_map_cohort_is_the_same_for_a_seed_and_differs_across_seeds(tmp_path: Path,
+                                                                    map_cohort: Path) -> None:
+    write_map_cohort(MapSynthConfig(out=tmp_path / "a", patients=MAP_PATIENTS, seed=0))
+    write_map_cohort(MapSynthConfig(out=tmp_path / "b", patients=4, seed=1))
+    again, other = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert again == _files(map_cohort)
+    assert other["p000001n.dat"] != again["p000001n.dat"]
+    assert make_map_spec(3, seed=0) != make_map_spec(3, seed=1)
+
+
+def test_the_synth_cli_writes_a_map_cohort_that_ingests_with_the_hypotension_recipe(
+        tmp_path: Path) -> None:
+    from pipelines.dataset.contract import load_dataset
+
+    raw = tmp_path / "synthetic-map"
+    assert main(["synth", "--kind", "map", "--out", str(raw), "--patients", "8",
+                 "--seed", "0"]) == 0
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "hypotension.toml"
+    assert main(["ingest", "--config", str(recipe), "--raw", str(raw),
+                 "--dataset", str(tmp_path / "ds")]) == 0
+    ds = load_dataset(tmp_path / "ds")
+    assert len(ds.manifest) == 8 and set(ds.manifest["n_samples"]) == {660}
+    assert ds.labels["record"].tolist() == [f"p{i:06d}n" for i in range(1, 9)]
+    assert set(ds.patients()) == {f"p{i:06d}" for i in range(1, 9)}
+    assert not np.isnan(ds.signal("p000001n")).any()
+
+
+def test_the_map_cohort_refuses_records_too_short_for_an_episode_and_its_hour(
+        tmp_path: Path) -> None:
+    with pytest.raises(SynthError, match="minutes must be an integer >= 300 .*got 120"):
+        MapSynthConfig(out=tmp_path, minutes=120)

@@ -77,7 +77,7 @@ def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
     """
     import wfdb
 
-    from pipelines.ingest.channels import match_channels
+    from models.channels import match_channels
 
     rec = wfdb.rdrecord(str(record))
     fs = float(rec.fs)

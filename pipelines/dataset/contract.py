@@ -7,7 +7,15 @@ On disk, `data/datasets/<name>/`:
   comma-joined list of flags, empty when clean).
 - `signals/<record_id>.npy`: float32 `(time, channels)` in physical units, NaN for gaps, every
   record with the dataset's channels in the dataset's order, sampled at the dataset's `fs`.
-- `dataset.json`: the ingest config that made it (`channels`, `units`, `fs`, split fractions, ...).
+- `dataset.json`: the ingest config that made it (`channels`, `units`, `fs`, split fractions,
+  `valid_range`, ...), every skipped record with its reason, and `invalid_readings`: per record
+  and channel, the seconds of readings set aside as no reading or artefact (only those with some).
+- `labels.csv` (optional): the raw folder's `labels.csv`, copied as it was when it has a `record`
+  column (one row per raw record, e.g. the Challenge 2009's `record, group,
+  ahe_in_forecast_window, t0_sample`). `record` is a raw record's name: a manifest row's
+  `record_id` is that name, or `<name>_NNN` when the record was split, and `source_path` ends
+  in it; rows of records that were skipped stay. Read as `Dataset.labels` (`record` as text,
+  None without the file).
 
 Signals are opened memory-mapped, so a dataset larger than RAM can be windowed.
 """
@@ -41,6 +49,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "nan_fraction",
 )
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+LABELS_FILE = "labels.csv"
 
 
 class DatasetError(ValueError):
@@ -57,6 +66,7 @@ class Dataset:
     units: tuple[str, ...]
     fs: float
     config: dict = field(default_factory=dict)
+    labels: pd.DataFrame | None = None  # `labels.csv`, one row per raw record; None without it
 
     @property
     def record_ids(self) -> list[str]:
@@ -119,7 +129,22 @@ def load_dataset(root: str | Path) -> Dataset:
         units=tuple(config.get("units", [""] * len(config["channels"]))),
         fs=float(config["fs"]),
         config=config,
+        labels=read_labels(root / LABELS_FILE) if (root / LABELS_FILE).is_file() else None,
     )
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """A `labels.csv` (a dataset's, or a raw folder's): one row per record, `record` as text;
+    `DatasetError` when it cannot be parsed or has no `record` column."""
+    path = Path(path)
+    try:
+        labels = pd.read_csv(path, dtype={"record": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DatasetError(f"labels file {path} is not a readable CSV: {err}") from None
+    if "record" not in labels.columns:
+        raise DatasetError(f"labels file {path} has no 'record' column "
+                           f"(has {list(labels.columns)})")
+    return labels
 
 
 @contextmanager

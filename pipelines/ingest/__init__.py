@@ -8,12 +8,16 @@ holds, is `pipelines.dataset.contract`: `manifest.parquet`, `signals/<record_id>
   data and raw bytes.
 - `channels`, `assemble`: one record's channel plan, resampling to `fs` and the pieces it splits
   into at long gaps (the rate ratio, resampling and gap filling themselves are
-  `models.conditioning`, shared with the server's `:forecast`); `quality`: quality flags and
-  still-signal checks.
-- `config`: `IngestConfig`; `per_record`: `ingest_record`, one record -> manifest rows (picklable,
-  read-only, so a process pool or Ray runs it anywhere: `executors`).
-- `cohort`: `ingest`, every record of a folder -> a staged dataset renamed into place whole;
-  `incremental`: new records added to an existing dataset.
+  `models.conditioning`, shared with the server's `:forecast`); `validity`: which samples are
+  readings (numerics' 0, `valid_range`) and the count of those set aside; `quality`: quality
+  flags and still-signal checks.
+- `config`: `IngestConfig`, and `ingest_config_from_recipe` (a recipe's `[data]` table -> the
+  config; `pulsecast ingest --config` and `pulsecast train` both use it); `per_record`:
+  `ingest_record`, one record -> manifest rows (picklable, read-only, so a process pool or Ray
+  runs it anywhere: `executors`).
+- `cohort`: `ingest`, every record of a folder -> a staged dataset renamed into place whole (with
+  the raw folder's `labels.csv`, when it has one); `incremental`: new records added to an
+  existing dataset.
 
 Importing this package (or any module in it) imports neither TensorFlow nor Keras; wfdb loads
 only when samples are read.

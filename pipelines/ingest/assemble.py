@@ -6,10 +6,13 @@ The steps `pipelines.ingest.cohort.ingest_record` takes for one record, in order
    in each readable segment; a channel no readable segment has, or one that would need more than
    `MAX_UPSAMPLE` upsampling, skips the record (`SkipRecord`, the reason in the message).
 2. `group_runs`: segments with data, grouped into runs whose gaps are at most `max_gap_s`.
-3. `read_run`: each segment of a run read once (only the planned channels), resampled to `fs`
-   (`models.conditioning`) and written straight into one NaN-filled float32 array for the run.
+3. `read_run`: each segment of a run read once (only the planned channels); samples that are no
+   reading or artefacts (numerics' 0, outside `valid_range`: `pipelines.ingest.validity`) set to
+   NaN and counted; resampled to `fs` (`models.conditioning`) and written straight into one
+   NaN-filled float32 array for the run.
 4. `find_pieces`: a run split at all-NaN stretches longer than `max_gap_s`; `assemble_pieces` keeps
-   the pieces of at least `min_duration_s` and names the others.
+   the pieces of at least `min_duration_s` and names the others. With `valid_range`, a record with
+   a channel holding no valid value at all is skipped first, the counts in the reason.
 
 Only `read_run` touches disk (through `pipelines.ingest.records`); the rest is pure.
 """
@@ -22,11 +25,14 @@ from models.conditioning import fill_short_gaps, resample_channel
 from pipelines.ingest.channels import match_channels
 from pipelines.ingest.records import RecordHeader
 from pipelines.ingest.samples import read_segment
+from pipelines.ingest.validity import Readings, mark_invalid, no_valid_value
 
 MAX_UPSAMPLE = 10.0  # a channel may be upsampled at most this much (125 Hz -> 1250 Hz is fine)
 
 Plan = dict[int, dict[str, int]]  # segment position -> requested channel -> index in the segment
 Piece = tuple[float, np.ndarray]  # (start_s from the record's start, float32 (time, channels))
+# per segment and channel read: (channel, native rate Hz, samples read, no reading, artefact)
+Counts = list[tuple[str, float, int, int, int]]
 
 
 class SkipRecord(ValueError):
@@ -74,16 +80,21 @@ def group_runs(header: RecordHeader, data: list[int], max_gap_frames: float) -> 
 
 def read_run(
     header: RecordHeader, run: list[int], plan: Plan, channels: tuple[str, ...], fs: float,
-    numerics: bool = False,
-) -> Piece:
-    """(start_s, signal) of one run of segments at `fs` Hz: float32 `(time, channels)`, NaN gaps.
+    numerics: bool = False, valid_range: tuple[float, float] | None = None,
+) -> tuple[float, np.ndarray, Counts]:
+    """(start_s, signal, counts) of one run of segments at `fs` Hz: float32 `(time, channels)`,
+    NaN gaps; `counts` says, per segment and channel, how many samples were read and how many
+    were set aside (`Counts`).
 
-    With `numerics`, a 0 sample is "no value" (MIMIC numerics) and becomes NaN.
+    With `numerics`, a 0 sample is "no value" (MIMIC numerics) and becomes NaN; with
+    `valid_range`, so does a value at or below its low end or above its high end
+    (`pipelines.ingest.validity.mark_invalid`).
     """
     ratio = fs / header.fs
     first, last = header.segments[run[0]], header.segments[run[-1]]
     n_out = int(round((last.start + last.n_frames - first.start) * ratio))
     out = np.full((n_out, len(channels)), np.nan, dtype=np.float32)
+    counts: Counts = []
     for i in run:
         seg = header.segments[i]
         wanted = list(plan[i].items())
@@ -91,11 +102,11 @@ def read_run(
         offset = int(round((seg.start - first.start) * ratio))
         length = min(int(round(seg.n_frames * ratio)), n_out - offset)
         for (want, idx), x in zip(wanted, arrays, strict=True):
-            if numerics:
-                x[x == 0] = np.nan  # x is this read's own array: no copy needed
+            # x is this read's own array: marked in place, no copy
+            counts.append((want, seg.rate(idx), x.size, *mark_invalid(x, numerics, valid_range)))
             y = resample_channel(x, seg.rate(idx), fs)[:length]
             out[offset : offset + len(y), channels.index(want)] = y
-    return first.start / header.fs, out
+    return first.start / header.fs, out, counts
 
 
 def find_pieces(signal: np.ndarray, fs: float, max_gap_s: float) -> list[tuple[int, int]]:
@@ -118,17 +129,28 @@ def find_pieces(signal: np.ndarray, fs: float, max_gap_s: float) -> list[tuple[i
 def assemble_pieces(
     header: RecordHeader, plan: Plan, channels: tuple[str, ...], fs: float, *,
     numerics: bool, max_gap_s: float, min_duration_s: float, fill_gap_s: float = 0.0,
-) -> tuple[list[Piece], list[str]]:
-    """The record's kept pieces, and one reason per piece shorter than `min_duration_s`.
+    valid_range: tuple[float, float] | None = None,
+) -> tuple[list[Piece], list[str], Readings]:
+    """The record's kept pieces, one reason per piece shorter than `min_duration_s`, and what its
+    files held per channel (`Readings`: seconds read, no reading, artefact).
 
     With `fill_gap_s`, each channel's gaps up to that long inside a piece are interpolated
     (`models.conditioning.fill_short_gaps`). Raises `SkipRecord` when no piece is kept (naming
-    the short ones).
+    the short ones), or, with `valid_range`, when a channel has no valid value at all.
     """
     pieces: list[Piece] = []
     short: list[str] = []
+    counts: Counts = []
+    runs = []
     for run in group_runs(header, sorted(plan), max_gap_s * header.fs):
-        start_s, signal = read_run(header, run, plan, channels, fs, numerics)
+        start_s, signal, run_counts = read_run(header, run, plan, channels, fs, numerics,
+                                               valid_range)
+        runs.append((start_s, signal))
+        counts += run_counts
+    readings = Readings.tally(channels, counts)
+    if valid_range is not None and (reason := no_valid_value(readings, valid_range)):
+        raise SkipRecord(reason)
+    for start_s, signal in runs:
         for a, b in find_pieces(signal, fs, max_gap_s):
             duration_s = (b - a) / fs
             piece_start_s = start_s + a / fs
@@ -141,4 +163,4 @@ def assemble_pieces(
                 pieces.append((piece_start_s, piece))
     if not pieces:
         raise SkipRecord("; ".join(short) if short else "no samples of the requested channels")
-    return pieces, short
+    return pieces, short, readings

@@ -3,8 +3,10 @@
 `ingest` finds the records, maps `ingest_record` (`pipelines.ingest.per_record`) over them in
 this process, a process pool or Ray (`pipelines.ingest.executors`), and writes what comes back
 into a staged folder that replaces `dataset_dir` only when complete: `manifest.parquet`,
-`signals/<record_id>.npy` and `dataset.json` (the config, the units, the pulsecast version and
-every skipped record with its reason). A record id taken twice is prefixed with its folder path.
+`signals/<record_id>.npy`, `dataset.json` (the config, the units, the pulsecast version, every
+skipped record with its reason, and the readings set aside per record: `invalid_readings`) and,
+when the raw folder holds a `labels.csv` with a `record` column, that file as it was. A record id
+taken twice is prefixed with its folder path.
 Splits are the cohort's (`pipelines.dataset.splits.cohort_splits`): the stable hash per patient,
 with an empty split filled from a boundary patient when the cohort has 3 or more patients.
 """
@@ -12,8 +14,10 @@ with an empty split filled from a boundary patient when the cohort has 3 or more
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +26,10 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.executors import map_ordered
 from pipelines.ingest.per_record import ingest_record
 from pipelines.ingest.records import find_records
+from pipelines.ingest.validity import Readings, format_duration
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,9 @@ class IngestReport:
     n_records: int
     ingested: tuple[IngestedRow, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()  # (record path, reason)
+    # (record path, what its files held) for every record that was read whole
+    readings: tuple[tuple[str, Readings], ...] = ()
+    labels_rows: int | None = None  # rows of the raw folder's labels.csv carried along
 
     def render(self, color: bool = False, width: int = 120) -> str:
         """The summary (rich tables): every ingested row, then every skip with its reason."""
@@ -69,12 +80,45 @@ class IngestReport:
             for path, reason in self.skipped:
                 skipped.add_row(path, reason)
             console.print(skipped)
+        self._render_set_aside(console)
+        if self.labels_rows is not None:
+            console.print(f"labels: {self.labels_rows} rows (labels.csv)")
         split_of = {r.patient_id: r.split for r in self.ingested}
         counts = " ".join(f"{s}={n}" for s, n in split_counts(split_of).items())
         console.print(f"patients per split: {counts}")
         where = str(self.dataset_dir) if self.written else "nothing written"
         console.print(f"dataset: {where}")
         return buf.getvalue()
+
+    def _render_set_aside(self, console) -> None:
+        """Totals of readings set aside (no reading, artefact), then each record that had some."""
+        from rich.table import Table
+
+        def total(attr: str) -> str:
+            per_record = [sum(getattr(r, attr)) for _, r in self.readings]
+            n = sum(1 for v in per_record if v)
+            return (f"{format_duration(sum(per_record))} in {n} record{'' if n == 1 else 's'}"
+                    if n else "none")
+
+        console.print(f"readings set aside ({len(self.readings)} records read): no reading "
+                      f"{total('no_reading_s')}; artefact {total('artefact_s')}")
+        entries = [e for path, r in self.readings for e in r.to_json(path)]
+        if not entries:
+            return
+        table = Table(title="readings set aside per record")
+        for col in ("record", "channel", "no reading", "artefact"):
+            table.add_column(col, overflow="fold", justify="left" if col in ("record", "channel")
+                             else "right")
+        for e in entries:
+            table.add_row(_short(e["record"]), e["channel"],
+                          format_duration(e["no_reading_s"]), format_duration(e["artefact_s"]))
+        console.print(table)
+
+
+def _short(path: str) -> str:
+    """A record path as a table row needs it: its folder's name and its own."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 class _NothingToWrite(Exception):
@@ -103,7 +147,8 @@ def _unique_id(record_id: str, source: Path, raw_dir: Path, taken: set[str]) -> 
     return candidate
 
 
-def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[str, str]]) -> dict:
+def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[str, str]],
+                  readings: list[tuple[str, Readings]]) -> dict:
     from datetime import UTC, datetime
     from importlib.metadata import PackageNotFoundError, version
 
@@ -117,7 +162,32 @@ def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[st
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "pulsecast_version": pulsecast_version,
         "skipped": [{"record": path, "reason": reason} for path, reason in skipped],
+        "invalid_readings": [e for path, r in readings for e in r.to_json(path)],
     }
+
+
+def read_raw_labels(raw_dir: Path) -> pd.DataFrame | None:
+    """`<raw_dir>/labels.csv` as a DataFrame when it is there and has a `record` column; else
+    None (a file that cannot be used is named in a warning and left out, never an error)."""
+    from pipelines.dataset.contract import LABELS_FILE, DatasetError, read_labels
+
+    path = raw_dir / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_labels(path)
+    except DatasetError as err:
+        log.warning("%s; not carried into the dataset", err)
+        return None
+
+
+def _log_labels(labels: pd.DataFrame, rows: list[dict]) -> None:
+    """Say how many labelled records gave no row (skipped, or absent): their rows stay."""
+    ingested = {Path(r["source_path"]).name for r in rows}
+    missing = sorted(set(labels["record"].dropna()) - ingested)
+    log.info("labels: %d rows%s", len(labels),
+             f" ({len(missing)} name a record not ingested, kept: {', '.join(missing[:5])}"
+             f"{', ...' if len(missing) > 5 else ''})" if missing else "")
 
 
 def assign_cohort_splits(rows: list[dict], fractions: tuple[float, float, float]) -> None:
@@ -145,7 +215,7 @@ def ingest(config: IngestConfig) -> IngestReport:
 
     import pandas as pd
 
-    from pipelines.dataset.contract import MANIFEST_COLUMNS, staged_dir
+    from pipelines.dataset.contract import LABELS_FILE, MANIFEST_COLUMNS, staged_dir
     from pipelines.progress import progress
 
     if not config.raw_dir.is_dir():
@@ -154,6 +224,8 @@ def ingest(config: IngestConfig) -> IngestReport:
     log.info("ingesting %d records from %s", len(records), config.raw_dir)
     rows: list[dict] = []
     skipped: list[tuple[str, str]] = []
+    readings: list[tuple[str, Readings]] = []
+    labels = read_raw_labels(config.raw_dir)
     units = [""] * len(config.channels)
     written = False
     try:
@@ -163,6 +235,8 @@ def ingest(config: IngestConfig) -> IngestReport:
             results = _map_records(records, config)
             for result in progress(results, total=len(records), desc="ingest", logger=log):
                 skipped.extend(result.skipped)
+                if result.readings is not None:
+                    readings.append((str(result.record_path), result.readings))
                 for row, signal in zip(result.rows, result.signals, strict=True):
                     row = {**row, "record_id": _unique_id(
                         row["record_id"], result.record_path, config.raw_dir, taken)}
@@ -175,8 +249,12 @@ def ingest(config: IngestConfig) -> IngestReport:
             assign_cohort_splits(rows, config.split_fractions)
             manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
             manifest.to_parquet(tmp / "manifest.parquet", index=False)
-            text = json.dumps(_dataset_json(config, units, skipped), indent=2)
+            text = json.dumps(_dataset_json(config, units, skipped, readings), indent=2)
             (tmp / "dataset.json").write_text(text + "\n")
+            if labels is not None:
+                # as it was: every row and column, byte for byte
+                shutil.copyfile(config.raw_dir / LABELS_FILE, tmp / LABELS_FILE)
+                _log_labels(labels, rows)
         written = True
     except _NothingToWrite:
         why = "no record was ingested" if not rows else f"strict: {len(skipped)} skipped"
@@ -186,4 +264,5 @@ def ingest(config: IngestConfig) -> IngestReport:
                     r["split"], r["quality"])
         for r in rows
     )
-    return IngestReport(config.dataset_dir, written, len(records), ingested, tuple(skipped))
+    return IngestReport(config.dataset_dir, written, len(records), ingested, tuple(skipped),
+                        tuple(readings), len(labels) if written and labels is not None else None)

@@ -1,5 +1,7 @@
-"""`IngestConfig`: what to ingest and how (paths, channels, `fs`, gaps, splits, bad input,
-executor)."""
+"""`IngestConfig`: what to ingest and how (paths, channels, `fs`, gaps, valid values, splits, bad
+input, executor); `ingest_config_from_recipe`: the one mapping from a recipe's `[data]` table, used
+by `pulsecast ingest --config` and by `pulsecast train` when it ingests, so both make the same
+dataset."""
 
 from __future__ import annotations
 
@@ -7,10 +9,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipelines.dataset.splits import validate_fractions
 from pipelines.ingest.executors import validate_executor
 from pipelines.ingest.quality import RecordRules
+
+if TYPE_CHECKING:
+    from pipelines.config import DataConfig
 
 _RULES = RecordRules()
 
@@ -31,6 +37,19 @@ def _std_floors(value) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+def _valid_range(value) -> tuple[float, float] | None:
+    """`(low, high)` floats with low < high, or None; ValueError naming anything else."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"valid_range must be (low, high), got {value!r}") from None
+    if not -math.inf < low < high < math.inf:
+        raise ValueError(f"valid_range must have low < high, both finite, got {value!r}")
+    return low, high
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """What to ingest and how. Paths may be given as strings; they are stored as `Path`."""
@@ -45,6 +64,9 @@ class IngestConfig:
     min_duration_s: float = 10.0
     max_gap_s: float = 60.0
     fill_gap_s: float = 0.0  # a channel's gaps up to this long are interpolated (0: none)
+    # (low, high) in the channels' units: a value <= low is no reading, one > high an artefact;
+    # both become NaN before gap handling and are counted per record (`pipelines.ingest.validity`)
+    valid_range: tuple[float, float] | None = None
     workers: int = 1
     strict: bool = False
     executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.ingest.executors`)
@@ -78,6 +100,7 @@ class IngestConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
+        set_(self, "valid_range", _valid_range(self.valid_range))
         set_(self, "min_channel_std", _std_floors(self.min_channel_std))
         if not (math.isfinite(self.max_stuck_fraction) and 0 < self.max_stuck_fraction <= 1):
             raise ValueError(
@@ -97,7 +120,9 @@ class IngestConfig:
             "channels": list(self.channels), "fs": self.fs, "numerics": self.numerics,
             "patient_id": self.patient_id, "split_fractions": list(self.split_fractions),
             "min_duration_s": self.min_duration_s, "max_gap_s": self.max_gap_s,
-            "fill_gap_s": self.fill_gap_s, "workers": self.workers, "strict": self.strict,
+            "fill_gap_s": self.fill_gap_s,
+            "valid_range": list(self.valid_range) if self.valid_range else None,
+            "workers": self.workers, "strict": self.strict,
             "executor": self.executor, "ray_address": self.ray_address,
             "skip_unusable_channels": self.skip_unusable_channels,
             "min_channel_std": dict(self.min_channel_std),
@@ -109,3 +134,21 @@ class IngestConfig:
         """The bad-input thresholds as `pipelines.ingest.quality` takes them."""
         return RecordRules(min_std=self.min_channel_std,
                            max_stuck_fraction=self.max_stuck_fraction)
+
+
+# The `[data]` keys that are ingest settings, by their IngestConfig names
+_FROM_RECIPE = ("channels", "fs", "numerics", "fill_gap_s", "max_gap_s", "min_duration_s",
+                "valid_range")
+
+
+def ingest_config_from_recipe(data: DataConfig, raw: str | Path | None = None,
+                              dataset: str | Path | None = None, **overrides: Any) -> IngestConfig:
+    """The `IngestConfig` a recipe's `[data]` table asks for: its raw folder (or `raw`) into its
+    dataset (or `dataset`), with every ingest key taken from the table. `overrides` are
+    `IngestConfig` fields (explicit CLI flags, `workers`, ...); a `None` value is not an override.
+    """
+    settings: dict[str, Any] = {name: getattr(data, name) for name in _FROM_RECIPE}
+    settings.update(raw_dir=raw if raw is not None else data.raw,
+                    dataset_dir=dataset if dataset is not None else data.dataset)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return IngestConfig(**settings)

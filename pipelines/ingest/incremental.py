@@ -15,7 +15,9 @@ refused leaves the dataset exactly as it was. Policy:
 - Old signals are hard-linked into the staging folder (copied where the file system cannot link):
   no bytes are rewritten and the old files are never opened for writing.
 - `dataset.json` keeps the original ingest config and gains an `increments` list (raw folder,
-  time, record ids added, records skipped and why).
+  time, record ids added, records skipped and why, readings set aside per record).
+- `labels.csv`: the dataset's rows, then the new raw folder's (when it has one with a `record`
+  column); a record labelled in both keeps the new row.
 """
 
 from __future__ import annotations
@@ -32,8 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset.contract import MANIFEST_COLUMNS, Dataset, load_dataset, staged_dir
-from pipelines.ingest.cohort import IngestedRow, _map_records, _unique_id
+from pipelines.dataset.contract import (
+    LABELS_FILE,
+    MANIFEST_COLUMNS,
+    Dataset,
+    load_dataset,
+    staged_dir,
+)
+from pipelines.ingest.cohort import IngestedRow, _map_records, _unique_id, read_raw_labels
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.records import RecordReadError, find_records, read_header
 from pipelines.ingest.samples import read_sha256
@@ -134,9 +142,11 @@ def write_increment(old: Dataset, config: IngestConfig, records: list[Path], out
         _link_or_copy(old.signal_path(rid), out / "signals" / f"{rid}.npy")
     split_of = dict(zip(old.manifest["patient_id"], old.manifest["split"], strict=True))
     taken = set(old.record_ids)
-    rows, skipped = [], []
+    rows, skipped, invalid = [], [], []
     for result in _map_records(records, config):
         skipped.extend(result.skipped)
+        if result.readings is not None:
+            invalid += result.readings.to_json(str(result.record_path))
         for row, signal in zip(result.rows, result.signals, strict=True):
             rid = _unique_id(row["record_id"], result.record_path, config.raw_dir, taken)
             taken.add(rid)
@@ -154,13 +164,29 @@ def write_increment(old: Dataset, config: IngestConfig, records: list[Path], out
         "records": [r["record_id"] for r in rows],
         "already_present": len(present),
         "skipped": [{"record": p, "reason": why} for p, why in skipped],
+        "invalid_readings": invalid,
     }]
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+    _write_labels(old, config.raw_dir, out)
     ingested = tuple(
         IngestedRow(r["record_id"], r["patient_id"], r["n_samples"], r["n_samples"] / config.fs,
                     r["split"], r["quality"]) for r in rows)
     return IncrementReport(old.root, config.raw_dir, len(records) + len(present),
                            tuple(str(p) for p in present), ingested, tuple(skipped))
+
+
+def _write_labels(old: Dataset, raw_dir: Path, out: Path) -> None:
+    """The old dataset's labels, then the new raw folder's; a record in both keeps the new row."""
+    import pandas as pd
+
+    new = read_raw_labels(raw_dir)
+    if new is None:
+        if old.labels is not None:
+            _link_or_copy(old.root / LABELS_FILE, out / LABELS_FILE)
+        return
+    labels = new if old.labels is None else pd.concat([old.labels, new], ignore_index=True)
+    labels = labels.drop_duplicates(subset="record", keep="last")
+    labels.to_csv(out / LABELS_FILE, index=False)
 
 
 @contextmanager

@@ -7,6 +7,10 @@ Policy, record by record:
 
 - Numerics records (name ends in `n`, frame rate below 1 Hz: MIMIC 1/min vitals) are ingested only
   with `numerics=True`, and then only they are; a 0 in a numerics record means "missing" -> NaN.
+- With `valid_range = (low, high)`, a value at or below `low` is no reading and one above `high`
+  an artefact: both NaN before gap handling, counted per record and channel (`RecordResult.
+  readings`, `pipelines.ingest.validity`); a record with a channel holding no valid value at all
+  is skipped with the counts in the reason.
 - Every requested channel must exist (alias-matched, `pipelines.ingest.channels`) in at least one
   readable segment; in a variable-layout record a channel absent from some segments is NaN there.
 - Each channel is resampled from its native rate to `fs` (`models.conditioning`);
@@ -46,6 +50,7 @@ from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.quality import channel_problem, compute_quality, nan_fraction
 from pipelines.ingest.records import RecordHeader, RecordReadError, read_header
 from pipelines.ingest.samples import read_sha256
+from pipelines.ingest.validity import Readings, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ class RecordResult:
     signals: tuple[np.ndarray, ...] = ()  # float32 (time, channels), one per row
     skipped: tuple[tuple[str, str], ...] = ()  # (record path, reason)
     units: tuple[str, ...] = ()  # per requested channel, "" where unknown
+    readings: Readings | None = None  # what the files held (set aside: no reading, artefact)
 
 
 def is_numerics(header: RecordHeader) -> bool:
@@ -103,10 +109,10 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
             raise SkipRecord("numerics record (use --numerics)" if not config.numerics else
                         "not a numerics record (--numerics ingests only numerics records)")
         plan = plan_channels(header, config.channels, config.fs)
-        pieces, short = assemble_pieces(
+        pieces, short, readings = assemble_pieces(
             header, plan, config.channels, config.fs, numerics=config.numerics,
             max_gap_s=config.max_gap_s, min_duration_s=config.min_duration_s,
-            fill_gap_s=config.fill_gap_s,
+            fill_gap_s=config.fill_gap_s, valid_range=config.valid_range,
         )
         if config.skip_unusable_channels and not config.numerics:
             check_channels(pieces, config, record_units(header, plan, config.channels))
@@ -121,7 +127,11 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
         log.exception("skipped %s: unexpected error", record_path)
         reason = f"unexpected {type(err).__name__}: {err}"
         return RecordResult(record_path, skipped=((key, reason),))
-    return _make_result(record_path, header, config, plan, pieces, short)
+    if readings.any_set_aside:
+        log.debug("%s: set aside %s", record_path, "; ".join(
+            f"{c} {format_duration(n)} no reading, {format_duration(a)} artefact" for c, n, a in
+            zip(readings.channels, readings.no_reading_s, readings.artefact_s, strict=True)))
+    return _make_result(record_path, header, config, plan, pieces, short, readings)
 
 
 def record_units(header: RecordHeader, plan: Plan, channels: tuple[str, ...]) -> tuple[str, ...]:
@@ -149,6 +159,7 @@ def _make_result(
     plan: Plan,
     pieces: list[Piece],
     short: list[str],
+    readings: Readings | None = None,
 ) -> RecordResult:
     """Manifest rows for the kept pieces of a record."""
     units = record_units(header, plan, config.channels)
@@ -169,4 +180,4 @@ def _make_result(
         })
         signals.append(np.ascontiguousarray(signal, dtype=np.float32))
     skipped = tuple((str(record_path), reason) for reason in short)
-    return RecordResult(record_path, tuple(rows), tuple(signals), skipped, tuple(units))
+    return RecordResult(record_path, tuple(rows), tuple(signals), skipped, tuple(units), readings)

@@ -6,7 +6,8 @@
   along.
 - `synth`: the synthetic cohort as real WFDB files (the offline default), staged and renamed
   into place; `physiology` draws each patient's physiology and `waveforms` generates its signals
-  (pure numpy).
+  (pure numpy). `synth --kind map` writes per-minute MAP trends with acute hypotensive episodes
+  like the Challenge 2009 records, and their `labels.csv` (`map_trends`, pure numpy).
 
 On disk: WFDB records (`.hea`, `.dat`, multi-segment layouts, numerics `n` records) and a
 `RECORDS` list, exactly as PhysioNet lays them out.

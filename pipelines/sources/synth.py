@@ -15,7 +15,19 @@ byte-identical files) and writes them, MIMIC-III-matched style:
 
 `<record>` is `<patient_id>-YYYY-MM-DD-HH-MM` (the record's start; dates lie in the 2150s, like
 MIMIC's shifted dates). Waveforms have NaN gaps of a few seconds in some channels (never a whole
-channel). The folder is staged and renamed into place, so it is complete or absent.
+channel).
+
+`write_map_cohort` (`pulsecast synth --kind map`) writes mean arterial pressure trends with acute
+hypotensive episodes (`pipelines.sources.map_trends`), laid out as the PhysioNet/CinC Challenge
+2009's training folder:
+
+    <out>/RECORDS                        every record, one a line
+    <out>/labels.csv                     record,group,ahe_in_forecast_window,t0_sample
+    <out>/cohort.json                    the config and every patient's spec
+    <out>/p000001n.hea|.dat              numerics: one signal `ABPMean` (mmHg), fs 1/60, fmt 16,
+                                         gain 10, 660 minutes; T0 = sample 600; 0 = no reading
+
+Either folder is staged and renamed into place, so it is complete or absent.
 """
 
 from __future__ import annotations
@@ -29,6 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.sources.map_trends import (
+    FORECAST_MIN,
+    MAP_GAIN,
+    MAP_MINUTES,
+    MapPatientSpec,
+    ahe_label,
+    check_minutes,
+    make_map_series,
+    make_map_spec,
+)
 from pipelines.sources.physiology import (
     ADC_GAIN,
     CHANNELS,
@@ -157,6 +179,15 @@ def _cohort_metadata(config: SynthConfig, specs: list[PatientSpec]) -> dict:
             "patients": [spec_dict(s) for s in specs]}
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder without `overwrite`, naming it."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out is a file, not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SynthError(f"output folder {out} already exists and is not empty "
+                         "(choose another --out or pass --overwrite)")
+
+
 def write_cohort(config: SynthConfig) -> list[Path]:
     """Generate and write the cohort to `config.out`; returns each patient's waveform record path.
 
@@ -167,11 +198,7 @@ def write_cohort(config: SynthConfig) -> list[Path]:
     from pipelines.progress import progress
 
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out is a file, not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
-        raise SynthError(f"output folder {out} already exists and is not empty "
-                         "(choose another --out or pass --overwrite)")
+    _check_out(out, config.overwrite)
     specs = make_cohort_specs(config.patients, config.seed)
     records: list[str] = []
     with staged_dir(out) as stage:
@@ -185,3 +212,71 @@ def write_cohort(config: SynthConfig) -> list[Path]:
         (stage / "cohort.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         stage.chmod(0o755)  # mkdtemp makes it 0700
     return [out / s.patient_id / s.record_name for s in specs]
+
+
+MAP_SIGNAL = "ABPMean"  # the Challenge 2009 records' signal name (MIMIC II numerics)
+LABEL_COLUMNS: tuple[str, ...] = ("record", "group", "ahe_in_forecast_window", "t0_sample")
+
+
+@dataclass(frozen=True)
+class MapSynthConfig:
+    """What `pulsecast synth --kind map` makes: `patients` MAP trends of `minutes` minutes, T0 at
+    `minutes - 60` (`pipelines.sources.map_trends`)."""
+
+    out: Path
+    patients: int = 24
+    minutes: int = MAP_MINUTES
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.patients <= 999_999:
+            raise SynthError(f"patients must be between 1 and 999999, got {self.patients}")
+        check_minutes(self.minutes)
+        if self.seed < 0:
+            raise SynthError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def t0(self) -> int:
+        return self.minutes - FORECAST_MIN
+
+
+def write_map_record(spec: MapPatientSpec, series: np.ndarray, t0: int, folder: Path) -> Path:
+    """One numerics record as MIMIC II writes it (the Challenge 2009's header, T0 in a comment)."""
+    import wfdb
+
+    wfdb.wrsamp(spec.record_name, fs=NUMERICS_FS_HZ, units=["mmHg"], sig_name=[MAP_SIGNAL],
+                d_signal=_digital(series, MAP_GAIN)[:, None], fmt=["16"], adc_gain=[MAP_GAIN],
+                baseline=[0],
+                comments=[f"T0 at minute {t0} (sample {t0}); minutes {t0}-{t0 + FORECAST_MIN - 1}"
+                          " are the forecast window", f"pulsecast synthetic group {spec.group}"],
+                write_dir=str(folder))
+    return folder / spec.record_name
+
+
+def write_map_cohort(config: MapSynthConfig) -> list[Path]:
+    """Generate and write the MAP cohort to `config.out` (the layout in the module docstring);
+    returns each record's path. `labels.csv`'s `ahe_in_forecast_window` is
+    `models.events.AHE`'s verdict on minutes `t0..t0+59` as written (0 = no reading). Staged and
+    renamed into place; an existing non-empty `out` is replaced only with `overwrite`."""
+    from pipelines.dataset.contract import staged_dir
+
+    out = Path(config.out)
+    _check_out(out, config.overwrite)
+    specs = [make_map_spec(i, config.seed, config.minutes) for i in range(config.patients)]
+    labels = []
+    with staged_dir(out) as stage:
+        for spec in specs:
+            series = make_map_series(spec, config.seed, config.minutes)
+            write_map_record(spec, series, config.t0, stage)
+            labels.append(f"{spec.record_name},{spec.group},"
+                          f"{int(ahe_label(series, config.t0))},{config.t0}")
+        (stage / "RECORDS").write_text("".join(f"{s.record_name}\n" for s in specs))
+        (stage / "labels.csv").write_text("\n".join([",".join(LABEL_COLUMNS), *labels]) + "\n")
+        meta = {"generator": "pulsecast.synth.map", "seed": config.seed,
+                "minutes": config.minutes, "t0_sample": config.t0, "signal": MAP_SIGNAL,
+                "units": "mmHg", "fs": NUMERICS_FS_HZ, "gain": MAP_GAIN,
+                "patients": [asdict(s) | {"record_name": s.record_name} for s in specs]}
+        (stage / "cohort.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        stage.chmod(0o755)  # mkdtemp makes it 0700
+    return [out / s.record_name for s in specs]

@@ -95,15 +95,22 @@ def capped(batcher: WindowBatcher, max_windows: int) -> WindowBatcher:
     return batcher
 
 
-def fit_normalization(batcher: WindowBatcher, seed: int):
-    """In-graph normalization statistics from a sample of training windows (physical units)."""
-    from models.normalization import fit_norm_stats
-
+def training_sample(batcher: WindowBatcher, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(x, y)` of at most `NORM_SAMPLE_WINDOWS` training windows drawn with `seed` (physical
+    units): what the in-graph statistics and the event heads' starting base rates are fitted
+    on."""
     rng = np.random.default_rng(seed)
     n = batcher.n_windows
     pick = np.sort(rng.choice(n, size=min(n, NORM_SAMPLE_WINDOWS), replace=False))
     x, y = batcher.gather(batcher.index.windows[pick])[:2]
-    return fit_norm_stats(x, y)
+    return x, y
+
+
+def fit_normalization(batcher: WindowBatcher, seed: int):
+    """In-graph normalization statistics from a sample of training windows (physical units)."""
+    from models.normalization import fit_norm_stats
+
+    return fit_norm_stats(*training_sample(batcher, seed))
 
 
 def _keyed(batcher: WindowBatcher, output_names: list[str], steps: int | None = None, **kwargs):
@@ -119,10 +126,12 @@ def _keyed(batcher: WindowBatcher, output_names: list[str], steps: int | None = 
 
 
 def compile_model(model, spec, cfg: TrainConfig, steps_per_epoch: int) -> None:
-    """Loss, optimizer, learning-rate schedule and clipping from the recipe."""
+    """Loss, optimizer, learning-rate schedule and clipping from the recipe; the losses per
+    output are `models.architectures.compile_losses` (each output's y is the target window:
+    `_keyed`), weighted 1, events by `[train] event_loss_weight`."""
     import keras
 
-    from models.losses import PinballLoss
+    from models.architectures import compile_losses
 
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     if cfg.schedule == "cosine":
@@ -136,13 +145,16 @@ def compile_model(model, spec, cfg: TrainConfig, steps_per_epoch: int) -> None:
     optimizer = opt_cls(learning_rate=lr, clipnorm=cfg.clipnorm or None)
     point = {"mse": "mse", "mae": "mae", "quantile": "mae",
              "huber": keras.losses.Huber(delta=cfg.huber_delta)}[cfg.loss]
-    losses: dict[str, Any] = {"forecast": point}
-    if spec.probabilistic:
-        losses["quantiles"] = PinballLoss(spec.quantiles)
+    losses: dict[str, Any] = compile_losses(spec, point)
+    # The forecast losses are in physical units; an event's cross-entropy is in nats: its weight
+    # says how much a nat of warning is worth in the units of the forecast ([train]
+    # event_loss_weight). Every other output weighs 1.
+    weights = {name: (cfg.event_loss_weight if name in spec.event_outputs else 1.0)
+               for name in losses}
     # jit_compile "auto" (default): Keras jits on JAX and leaves TF CPU / TF cuDNN LSTMs unjitted;
     # a hard False made JAX run op by op (docs/performance.md).
-    model.compile(optimizer=optimizer, loss=losses, jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=weights,
+                  jit_compile=cfg.jit_compile, steps_per_execution=cfg.steps_per_execution)
 
 
 class EpochLine:

@@ -7,7 +7,11 @@ holds what a run leaves behind: `checkpoints/last.keras` (every epoch, for `--re
 `checkpoints/best.keras`, `state.json` (epochs done), `history.csv`, `tensorboard/` (TensorFlow
 backend) and `evaluation/` (JSON, markdown, PNGs). The published version is written by
 `models.store.publish` (stage, then rename) and only after the SavedModel, loaded in a fresh
-process, reproduced the Keras model's numbers.
+process, reproduced the Keras model's numbers (every output: forecast, quantiles, events).
+
+A recipe with `[model] events` also gets each event's alarm threshold, chosen after the fit on
+the training split only (`event_thresholds`, `choose_threshold`) and stored in the version's
+`pulsecast.json` under `events`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,8 @@ from pipelines.dataset.splits import SPLIT_NAMES, SplitError, check_cohort_split
 from pipelines.evaluation.evaluate import (
     evaluate_forecaster,
     fit_baselines,
+    load_eval_windows,
+    predict_batched,
     ridge_to_metadata,
     write_evaluation,
 )
@@ -42,10 +48,14 @@ from pipelines.training.fit import (
     fit_model,
     fit_normalization,
     make_batchers,
+    training_sample,
 )
 from pipelines.windows.spec import WindowSpec
 
 log = logging.getLogger(__name__)
+
+# Training windows an event threshold is chosen on, evenly spaced over the split when more.
+EVENT_THRESHOLD_WINDOWS = 20000
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class TrainResult:
     evaluation: dict
     epochs_run: int
     device: str
+    events: dict = field(default_factory=dict)  # pulsecast.json's `events` (thresholds)
 
 
 def ensure_dataset(recipe: Recipe, raw: Path | None = None) -> Dataset:
@@ -64,14 +75,11 @@ def ensure_dataset(recipe: Recipe, raw: Path | None = None) -> Dataset:
     root = Path(recipe.data.dataset)
     if not (root / "manifest.parquet").exists():
         from pipelines.ingest.cohort import ingest
-        from pipelines.ingest.config import IngestConfig
+        from pipelines.ingest.config import ingest_config_from_recipe
 
         source = Path(raw or recipe.data.raw)
         log.info("dataset %s is missing: ingesting %s", root, source)
-        report = ingest(IngestConfig(raw_dir=source, dataset_dir=root,
-                                     channels=recipe.data.channels, fs=recipe.data.fs,
-                                     numerics=recipe.data.numerics,
-                                     fill_gap_s=recipe.data.fill_gap_s))
+        report = ingest(ingest_config_from_recipe(recipe.data, raw=source, dataset=root))
         if not report.written:
             raise TrainingError(f"ingest of {source} wrote no dataset: nothing was ingested")
     return load_dataset(root)
@@ -118,12 +126,84 @@ def _forecaster(model):
     return forecast
 
 
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The alarm threshold (alarm when probability >= threshold) with the best accuracy.
+
+    `probabilities` `(n,)` in [0, 1], `labels` `(n,)` bool (the event happened). Accuracy,
+    because it is what the PhysioNet/CinC Challenge 2009 scored (correct answers over cases).
+    Accuracy only changes where the threshold crosses a probability, so each candidate is the
+    midpoint between two neighbouring distinct probabilities (or 0 / 1 and the outermost one):
+    `>=` and `>` then alarm on the same cases. Among equally accurate candidates the one nearest
+    0.5 wins (ties broken toward the middle: the least extreme alarm rule).
+    """
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if len(p) == 0 or len(p) != len(y):
+        raise ValueError(f"choose_threshold needs as many labels as probabilities (>= 1), got "
+                         f"{len(p)} probabilities and {len(y)} labels")
+    if not np.all((p >= 0) & (p <= 1)):
+        bad = float(p[~((p >= 0) & (p <= 1))][0])
+        raise ValueError(f"probabilities must lie in [0, 1], got {bad!r}")
+    y = y.astype(bool)
+    values, inverse = np.unique(p, return_inverse=True)  # sorted distinct u_0 < ... < u_{m-1}
+    pos = np.bincount(inverse, weights=y, minlength=len(values))
+    neg = np.bincount(inverse, weights=~y, minlength=len(values))
+    # Candidate i alarms on values[i:]: right are the positives there and the negatives below.
+    correct = (pos.sum() - np.concatenate([[0.0], np.cumsum(pos)])
+               + np.concatenate([[0.0], np.cumsum(neg)]))  # (m + 1,)
+    edges = np.concatenate([[0.0], values, [1.0]])
+    mids = (edges[:-1] + edges[1:]) / 2
+    if values[-1] >= 1.0:  # "no alarm" needs a threshold above 1
+        correct, mids = correct[:-1], mids[:-1]
+    best = np.flatnonzero(correct == correct.max())
+    return float(mids[best[np.argmin(np.abs(mids[best] - 0.5))]])
+
+
+def event_thresholds(model, mspec, dataset: Dataset, spec: WindowSpec,
+                     max_windows: int = EVENT_THRESHOLD_WINDOWS) -> dict[str, dict]:
+    """pulsecast.json's `events`: each event's alarm threshold, chosen on the training split.
+
+    The model's probability on the training windows (at most `max_windows`, evenly spaced), the
+    label the rule gives each window's own future (`models.events`), and `choose_threshold` on
+    them, leaving out windows whose cut point is inside an ongoing episode (the rule already met
+    by the last `window_min` minutes of the input: no warning case). `{}` without events.
+    """
+    from models.events import event_rule
+
+    if not mspec.events:
+        return {}
+    windows = load_eval_windows(dataset, spec, "train", max_windows)
+    outputs = predict_batched(_forecaster(model), windows.x)
+    past = windows.x[..., mspec.targets_in_inputs[0]]  # (n, input_steps), physical units
+    future = windows.y[..., 0]  # (n, horizon)
+    events = {}
+    for name in mspec.events:
+        rule = event_rule(name)
+        cases = ~rule.ongoing(past)
+        labels = rule.label(future)[cases]
+        probs = np.asarray(outputs[rule.output], dtype=np.float64)[:, 0][cases]
+        if not len(probs):
+            raise TrainingError(f"no {name} warning case among {len(past)} training windows: "
+                                f"every cut point is inside an ongoing episode")
+        threshold = choose_threshold(probs, labels)
+        accuracy = float(np.mean((probs >= threshold) == labels))
+        log.info("%s alarm threshold %.4g on %d training windows (%d inside an episode left "
+                 "out; %.1f%% positive): training accuracy %.3f", name, threshold, len(probs),
+                 len(past) - len(probs), 100 * labels.mean(), accuracy)
+        events[name] = {"output": rule.output, "threshold": threshold,
+                        "horizon_min": rule.horizon_min, "chosen_on": "train"}
+    return events
+
+
 def publish_version(
     model, recipe: Recipe, dataset: Dataset, model_store: Path, evaluation: dict,
     warmup: np.ndarray, param_rows: list[dict], extra: Mapping[str, Any] | None = None,
-    ridge=None,
+    ridge=None, events: Mapping[str, Any] | None = None,
 ) -> tuple[int, Path]:
     """Export, verify in a fresh process, and publish atomically as the next version.
+
+    `events` (pulsecast.json's alarm thresholds) default to `event_thresholds` on the training
+    split for a recipe with `[model] events` (a retrain's challenger gets its own).
 
     `extra` is merged into the metadata last (a retrain's `parent_version` and comparison). The
     Keras model is saved beside the SavedModel as `assets.extra/model.keras` (TF Serving ignores
@@ -133,8 +213,12 @@ def publish_version(
     """
     from models import store
     from models.export import export_in_subprocess, export_savedmodel, verify_savedmodel
+    from models.spec import model_spec_from_config
 
     base = store.model_base_path(model_store, recipe.name)
+    if events is None:
+        events = event_thresholds(model, model_spec_from_config(recipe.to_dict()), dataset,
+                                  window_spec(recipe))
     units = dict(zip(dataset.channels, dataset.units, strict=True))
     metadata = VersionMetadata(
         channels=tuple(recipe.window.inputs), fs=dataset.fs,
@@ -145,7 +229,8 @@ def publish_version(
         target_units=tuple(units.get(c, "") for c in recipe.window.targets),
         quantiles=tuple(recipe.model.get("quantiles", [])), dataset=str(dataset.root),
         dataset_sha256=dataset_fingerprint(dataset), metrics=evaluation, parent_version=None,
-        params=param_rows, config=recipe.to_dict(), ridge_ar=ridge_to_metadata(ridge))
+        params=param_rows, config=recipe.to_dict(), ridge_ar=ridge_to_metadata(ridge),
+        events=events)
     if extra:  # merged last, through the same checks (a retrain's lineage keys)
         metadata = VersionMetadata.from_dict({**metadata.to_dict(), **extra})
     expected = _forecaster(model)(warmup)
@@ -155,7 +240,7 @@ def publish_version(
             export_savedmodel(model, staging, metadata, warmup)
         else:  # a graph traced where a GPU is visible carries cuDNN-only ops
             export_in_subprocess(model, staging, metadata, warmup)
-        diffs = verify_savedmodel(staging, warmup, expected)
+        diffs = verify_savedmodel(staging, warmup, expected, complete=True)
         log.info("SavedModel reproduces the Keras model in a fresh process (max |diff| %s)", diffs)
         model.save(staging / KERAS_RELPATH)  # warm-start source for `pulsecast retrain`
 
@@ -196,6 +281,7 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     import keras
 
     from models.architectures import build_model
+    from models.events_keras import set_event_base_rates
     from models.params import check, rows_to_dicts
     from models.spec import model_spec_from_config
     from pipelines.training import distribute
@@ -239,6 +325,10 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
             model, initial_epoch = _resume_state(run_dir)
         else:
             model, initial_epoch = build_model(mspec, norm), 0
+            if mspec.events:  # each event head starts at its training base rate
+                rates = set_event_base_rates(model, mspec.events,
+                                             training_sample(train_b, recipe.train.seed)[1])
+                log.info("event base rates on the training sample: %s", rates)
         rows = check(model)  # refuses a model whose parameter counts disagree with the formulas
         steps = len(train_b)
         if recipe.train.max_windows_per_epoch:
@@ -256,6 +346,7 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     else:
         history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch)
     model = distribute.local_model(model, dist)  # evaluate and export a strategy-free copy
+    events = event_thresholds(model, mspec, dataset, spec)  # the training split only
 
     ridge = fit_baselines(dataset, spec, recipe.evaluate)
     result, examples = evaluate_forecaster(
@@ -271,6 +362,7 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     if publish:
         warmup = examples.x[: min(4, len(examples.x))].astype(np.float32)
         version, version_dir = publish_version(model, recipe, dataset, model_store, evaluation,
-                                               warmup, rows_to_dicts(rows), ridge=ridge)
+                                               warmup, rows_to_dicts(rows), ridge=ridge,
+                                               events=events)
     return TrainResult(recipe.name, version, version_dir, run_dir, evaluation,
-                       initial_epoch + len(history), device)
+                       initial_epoch + len(history), device, events)

@@ -48,6 +48,7 @@ from pydantic import (
 )
 from pydantic.types import FailFast
 
+from models.channels import canonical_name
 from models.conditioning import MAX_DRIFT, GapTooLongError, RatioTooCoarseError, condition_tail
 from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
 from serve.errors import Code, ServingError, invalid
@@ -230,8 +231,8 @@ def make_window(request: ForecastRequest,
     have_s = request.n_samples / request.fs
     if have_s + 0.5 / request.fs < need_s:
         raise invalid(
-            f"signal is too short: the model needs at least {need_s:.3f} s ({input_steps} "
-            f"samples at {model_fs:g} Hz) of every channel, got {have_s:.3f} s "
+            f"signal is too short: the model needs at least {_span(need_s)} ({input_steps} "
+            f"samples at {model_fs:g} Hz) of every channel, got {_span(have_s)} "
             f"({request.n_samples} samples at {request.fs:g} Hz)"
         )
     _signal_end(request, model_fs, meta.horizon)  # refuse before the model runs
@@ -256,14 +257,23 @@ def make_window(request: ForecastRequest,
     return window
 
 
+def _span(seconds: float) -> str:
+    """A duration as a person reads it: seconds for waveforms, minutes for trends."""
+    if seconds < 600:
+        return f"{seconds:.3f} s"
+    return f"{seconds / 60:.4g} minutes"
+
+
 def _pick_channels(signal: Mapping[str, np.ndarray], channels: list[str]) -> list[np.ndarray]:
-    """The model's channels in order, matched exactly, then case-insensitively."""
-    by_upper = {name.strip().upper(): arr for name, arr in signal.items()}
+    """The model's channels in order, matched exactly, then by ingest's alias table
+    (`models.channels`: case, spacing and MIMIC's spellings, e.g. `ABPMean` / `ABP Mean` for
+    `ABPMEAN`)."""
+    by_canonical = {canonical_name(name): arr for name, arr in signal.items()}
     out, missing = [], []
     for name in channels:
         arr = signal.get(name)
         if arr is None:
-            arr = by_upper.get(name.strip().upper())
+            arr = by_canonical.get(canonical_name(name))
         if arr is None:
             missing.append(name)
         out.append(arr)
@@ -308,7 +318,29 @@ def make_forecast_response(
             f"{level:g}": {t: q[:, k, i].tolist() for k, t in enumerate(targets)}
             for i, level in enumerate(levels)
         }
+    if meta.events:
+        doc["events"] = make_events(model_name, meta, outputs)
     return doc
+
+
+def make_events(model_name: str, meta: VersionMetadata,
+                outputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """`{"<event>": {"probability", "alarm", "threshold", "horizon_min"}}` for each event the
+    version warns of: the probability from its named output `(1, 1)`, the alarm at the
+    threshold chosen on training records and stored with the version (`pulsecast.json`)."""
+    events: dict[str, dict[str, Any]] = {}
+    for name, entry in meta.events.items():
+        value = outputs.get(entry["output"])
+        if value is None:
+            raise ServingError(Code.FAILED_PRECONDITION,
+                               f"model {model_name} declares event {name!r} but has no "
+                               f"{entry['output']!r} output")
+        probability = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+        threshold = float(entry["threshold"])
+        events[name] = {"probability": round(probability, 6),
+                        "alarm": bool(probability >= threshold),
+                        "threshold": threshold, "horizon_min": int(entry["horizon_min"])}
+    return events
 
 
 def _timestamps(request: ForecastRequest, model_fs: float, horizon: int) -> list[Any]:
