@@ -10,6 +10,7 @@ from pipelines.evaluation.baselines import (
     fit_ridge_ar,
     last_cycle,
     make_baseline_forecasts,
+    mean_last,
     persistence,
 )
 from pipelines.evaluation.metrics import mae
@@ -40,6 +41,28 @@ def test_persistence_repeats_the_last_value_of_each_target_channel() -> None:
 def test_persistence_rejects_a_target_channel_out_of_range_naming_it() -> None:
     with pytest.raises(ValueError, match="target_idx 3 is out of range for x with 3 channels"):
         persistence(np.zeros((1, 4, 3)), horizon=2, target_idx=3)
+
+
+def test_mean_last_holds_the_mean_of_the_last_minutes_of_each_target_flat() -> None:
+    x = np.array([[[90.0, 1.0], [80.0, 2.0], [70.0, 3.0], [60.0, 4.0], [55.0, 5.0],
+                   [65.0, 6.0]]])  # (1, 6, 2): one window, six minutes, two channels
+
+    y_hat = mean_last(x, horizon=4, target_idx=[0, 1], steps=5)
+
+    assert y_hat.shape == (1, 4, 2)
+    np.testing.assert_allclose(y_hat[0], [[66.0, 4.0]] * 4)  # (80+70+60+55+65)/5, (2+..+6)/5
+
+
+def test_mean_last_of_one_step_is_persistence() -> None:
+    x = np.random.default_rng(0).normal(80.0, 10.0, size=(3, 12, 1))
+
+    np.testing.assert_array_equal(mean_last(x, 7, 0, steps=1), persistence(x, 7, 0))
+
+
+def test_mean_last_rejects_more_steps_than_the_window_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"steps must be an integer in \[1, input_steps=4\], "
+                                         r"got 5"):
+        mean_last(np.zeros((1, 4, 1)), horizon=2, target_idx=0, steps=5)
 
 
 def test_last_cycle_recovers_a_pure_periodic_signal_exactly() -> None:

@@ -5,6 +5,8 @@ Every baseline works on the same windows as the model and returns `y_hat` shaped
 `target_idx` (an int or a sequence of ints) picks the target channels of `x`, in target order.
 
 - `persistence`: the last input value of each target, held flat over the horizon.
+- `mean_last`: the mean of the last few input values of each target, held flat (for trends one
+  value a minute: the mean of the last 5 minutes, which a single noisy reading does not move).
 - `last_cycle`: seasonal naive. The cycle length (beat-to-beat, breath-to-breath) is estimated per
   window and per target from the autocorrelation of the input, and the last cycle is repeated.
 - `RidgeAR` (`fit_ridge_ar`): a direct multi-step linear autoregression on the last `n_lags`
@@ -27,7 +29,7 @@ from pipelines.evaluation.cycle_copies import CycleSteps, cycle_median_rows, cyc
 
 TargetIdx = int | Sequence[int]
 __all__ = ["CycleSteps", "RidgeAR", "cycle_median", "cycle_steps", "estimate_periods",
-           "fit_ridge_ar", "last_cycle", "make_baseline_forecasts", "persistence"]
+           "fit_ridge_ar", "last_cycle", "make_baseline_forecasts", "mean_last", "persistence"]
 
 
 def _target_indices(x: np.ndarray, target_idx: TargetIdx) -> np.ndarray:
@@ -57,6 +59,19 @@ def persistence(x: np.ndarray, horizon: int, target_idx: TargetIdx) -> np.ndarra
     _check_horizon(horizon)
     last = x[:, -1, idx]  # (B, K)
     return np.repeat(last[:, None, :], horizon, axis=1)
+
+
+def mean_last(x: np.ndarray, horizon: int, target_idx: TargetIdx, steps: int = 5) -> np.ndarray:
+    """The mean of the last `steps` input values of each target, held flat:
+    `(B, T, C)` -> `(B, horizon, targets)`. At one value a minute, `steps=5` is the mean of the
+    last 5 minutes. A NaN among those values makes that forecast NaN (never a silent guess)."""
+    idx = _target_indices(x, target_idx)
+    _check_horizon(horizon)
+    if int(steps) != steps or not 1 <= steps <= x.shape[1]:
+        raise ValueError(
+            f"steps must be an integer in [1, input_steps={x.shape[1]}], got {steps!r}")
+    level = x[:, -int(steps):, idx].mean(axis=1)  # (B, K)
+    return np.repeat(level[:, None, :], horizon, axis=1)
 
 
 def estimate_periods(

@@ -10,7 +10,7 @@ backend) and `evaluation/` (JSON, markdown, PNGs). The published version is writ
 process, reproduced the Keras model's numbers (every output: forecast, quantiles, events).
 
 A recipe with `[model] events` also gets each event's alarm threshold, chosen after the fit on
-the training split only (`event_thresholds`, `choose_threshold`) and stored in the version's
+the training split only (`pipelines.training.event_threshold`) and stored in the version's
 `pulsecast.json` under `events`.
 """
 
@@ -35,11 +35,10 @@ from pipelines.dataset.splits import SPLIT_NAMES, SplitError, check_cohort_split
 from pipelines.evaluation.evaluate import (
     evaluate_forecaster,
     fit_baselines,
-    load_eval_windows,
-    predict_batched,
     ridge_to_metadata,
     write_evaluation,
 )
+from pipelines.training.event_threshold import event_thresholds
 from pipelines.training.fit import (
     TrainingError,
     _keyed,
@@ -53,9 +52,6 @@ from pipelines.training.fit import (
 from pipelines.windows.spec import WindowSpec
 
 log = logging.getLogger(__name__)
-
-# Training windows an event threshold is chosen on, evenly spaced over the split when more.
-EVENT_THRESHOLD_WINDOWS = 20000
 
 
 @dataclass(frozen=True)
@@ -126,73 +122,18 @@ def _forecaster(model):
     return forecast
 
 
-def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The alarm threshold (alarm when probability >= threshold) with the best accuracy.
+def recipe_event_thresholds(model, recipe: Recipe, dataset: Dataset) -> dict[str, dict]:
+    """pulsecast.json's `events` for a recipe with `[model] events` (`{}` without): each
+    alarm threshold chosen on the training split (`pipelines.training.event_threshold`)."""
+    from models.spec import model_spec_from_config
 
-    `probabilities` `(n,)` in [0, 1], `labels` `(n,)` bool (the event happened). Accuracy,
-    because it is what the PhysioNet/CinC Challenge 2009 scored (correct answers over cases).
-    Accuracy only changes where the threshold crosses a probability, so each candidate is the
-    midpoint between two neighbouring distinct probabilities (or 0 / 1 and the outermost one):
-    `>=` and `>` then alarm on the same cases. Among equally accurate candidates the one nearest
-    0.5 wins (ties broken toward the middle: the least extreme alarm rule).
-    """
-    p = np.asarray(probabilities, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel()
-    if len(p) == 0 or len(p) != len(y):
-        raise ValueError(f"choose_threshold needs as many labels as probabilities (>= 1), got "
-                         f"{len(p)} probabilities and {len(y)} labels")
-    if not np.all((p >= 0) & (p <= 1)):
-        bad = float(p[~((p >= 0) & (p <= 1))][0])
-        raise ValueError(f"probabilities must lie in [0, 1], got {bad!r}")
-    y = y.astype(bool)
-    values, inverse = np.unique(p, return_inverse=True)  # sorted distinct u_0 < ... < u_{m-1}
-    pos = np.bincount(inverse, weights=y, minlength=len(values))
-    neg = np.bincount(inverse, weights=~y, minlength=len(values))
-    # Candidate i alarms on values[i:]: right are the positives there and the negatives below.
-    correct = (pos.sum() - np.concatenate([[0.0], np.cumsum(pos)])
-               + np.concatenate([[0.0], np.cumsum(neg)]))  # (m + 1,)
-    edges = np.concatenate([[0.0], values, [1.0]])
-    mids = (edges[:-1] + edges[1:]) / 2
-    if values[-1] >= 1.0:  # "no alarm" needs a threshold above 1
-        correct, mids = correct[:-1], mids[:-1]
-    best = np.flatnonzero(correct == correct.max())
-    return float(mids[best[np.argmin(np.abs(mids[best] - 0.5))]])
-
-
-def event_thresholds(model, mspec, dataset: Dataset, spec: WindowSpec,
-                     max_windows: int = EVENT_THRESHOLD_WINDOWS) -> dict[str, dict]:
-    """pulsecast.json's `events`: each event's alarm threshold, chosen on the training split.
-
-    The model's probability on the training windows (at most `max_windows`, evenly spaced), the
-    label the rule gives each window's own future (`models.events`), and `choose_threshold` on
-    them, leaving out windows whose cut point is inside an ongoing episode (the rule already met
-    by the last `window_min` minutes of the input: no warning case). `{}` without events.
-    """
-    from models.events import event_rule
-
-    if not mspec.events:
+    events = model_spec_from_config(recipe.to_dict()).events
+    if not events:
         return {}
-    windows = load_eval_windows(dataset, spec, "train", max_windows)
-    outputs = predict_batched(_forecaster(model), windows.x)
-    past = windows.x[..., mspec.targets_in_inputs[0]]  # (n, input_steps), physical units
-    future = windows.y[..., 0]  # (n, horizon)
-    events = {}
-    for name in mspec.events:
-        rule = event_rule(name)
-        cases = ~rule.ongoing(past)
-        labels = rule.label(future)[cases]
-        probs = np.asarray(outputs[rule.output], dtype=np.float64)[:, 0][cases]
-        if not len(probs):
-            raise TrainingError(f"no {name} warning case among {len(past)} training windows: "
-                                f"every cut point is inside an ongoing episode")
-        threshold = choose_threshold(probs, labels)
-        accuracy = float(np.mean((probs >= threshold) == labels))
-        log.info("%s alarm threshold %.4g on %d training windows (%d inside an episode left "
-                 "out; %.1f%% positive): training accuracy %.3f", name, threshold, len(probs),
-                 len(past) - len(probs), 100 * labels.mean(), accuracy)
-        events[name] = {"output": rule.output, "threshold": threshold,
-                        "horizon_min": rule.horizon_min, "chosen_on": "train"}
-    return events
+    spec = window_spec(recipe)
+    target = list(spec.inputs).index(spec.targets[0])
+    return event_thresholds(_forecaster(model), events, dataset, spec, target,
+                            fill_gap_s=recipe.data.fill_gap_s)
 
 
 def publish_version(
@@ -213,12 +154,10 @@ def publish_version(
     """
     from models import store
     from models.export import export_in_subprocess, export_savedmodel, verify_savedmodel
-    from models.spec import model_spec_from_config
 
     base = store.model_base_path(model_store, recipe.name)
     if events is None:
-        events = event_thresholds(model, model_spec_from_config(recipe.to_dict()), dataset,
-                                  window_spec(recipe))
+        events = recipe_event_thresholds(model, recipe, dataset)
     units = dict(zip(dataset.channels, dataset.units, strict=True))
     metadata = VersionMetadata(
         channels=tuple(recipe.window.inputs), fs=dataset.fs,
@@ -346,7 +285,7 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
     else:
         history = fit_model(model, train_ds, val_ds, recipe.train, run_dir, initial_epoch)
     model = distribute.local_model(model, dist)  # evaluate and export a strategy-free copy
-    events = event_thresholds(model, mspec, dataset, spec)  # the training split only
+    events = recipe_event_thresholds(model, recipe, dataset)  # the training split only
 
     ridge = fit_baselines(dataset, spec, recipe.evaluate)
     result, examples = evaluate_forecaster(
