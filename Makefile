@@ -10,8 +10,6 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pulsecast-installed
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-
 .PHONY: install demo test test-fast fuzz lint bench clean-demo
 
 $(STAMP): pyproject.toml models/fused_lstm_op.cc

@@ -150,7 +150,7 @@ def run_recipe(name: str, work: Path, physionet: Path, config_dir: Path,
     t0 = time.perf_counter()
     config = config_dir / f"{name}.toml"
     train_out = pulsecast("train", "--config", str(config), "--dataset", str(ds),
-                          "--model-store", str(store), "--run-dir", str(work / f"run_{name}"))
+                          "--model-store", str(store), "--out", str(work / f"run_{name}"), "--json")
     train_s = time.perf_counter() - t0
     trained = last_json(train_out)
     evaluation = json.loads((work / f"run_{name}" / "evaluation" / "evaluation.json").read_text())

@@ -14,7 +14,8 @@ them:
    `test`, `--val-fraction` of the others (stratified the same way) in `val` and the rest in
    `train` (signals are linked, not copied; `labels.csv` comes along), and the recipe is trained
    on it with `pipelines.training.train.train(recipe, publish=False)`: fit on train, early
-   stopping on val, the AHE alarm threshold chosen on train (`TrainResult.events`);
+   stopping on val, the AHE probability calibrated and its alarm threshold chosen on train
+   (`TrainResult.events`; the calibration is set into the best checkpoint before judging);
 3. the best checkpoint is judged on the fold's patients with
    `pipelines.evaluation.events.evaluate_events`: trends against last value, the mean of the last
    5 minutes and ridge AR; the warning against MAP alone, fitted on the fold's train patients
@@ -106,13 +107,20 @@ def write_fold_dataset(dataset: Dataset, split_of: dict[str, str], out: Path) ->
     return out
 
 
-def keras_forecaster(path: Path):
-    """The checkpoint at `path` as a `Forecaster` (x in mmHg -> dict of named outputs)."""
+def keras_forecaster(path: Path, events: dict | None = None):
+    """The checkpoint at `path` as a `Forecaster` (x in mmHg -> dict of named outputs), with
+    each event's calibration from `events` (`TrainResult.events`: fitted after the fit, so the
+    checkpoint lacks it) set in it, as the published version carries it."""
     import keras
 
     import models.architectures  # noqa: F401  (registers custom layers for loading)
+    from models.events_keras import set_event_calibration
 
     model = keras.saving.load_model(path, compile=False)
+    for name, entry in (events or {}).items():
+        if "calibration" in entry:
+            set_event_calibration(model, name, entry["calibration"]["slope"],
+                                  entry["calibration"]["intercept"])
     names = list(getattr(model, "output_names", None) or ["forecast"])
 
     def forecast(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -205,7 +213,7 @@ def run_fold(k: int, recipe, dataset: Dataset, records: list[MapRecord],
     ckpt = result.run_dir / "checkpoints" / "best.keras"
     if not ckpt.exists():
         ckpt = result.run_dir / "checkpoints" / "last.keras"
-    forecaster = keras_forecaster(ckpt)
+    forecaster = keras_forecaster(ckpt, result.events)
     test = [r for r in records if split_of[r.patient_id] == "test"]
     train_records = [r for r in records if split_of[r.patient_id] == "train"]
     ev = evaluate_events(test, forecaster, threshold, train_records,

@@ -121,7 +121,8 @@ def _direct_heads(spec: ModelSpec, z, stats: NormStats, inputs=None, signal=None
         outputs["quantiles"] = _quantile_output(q, stats)
     if spec.events:
         outputs.update(event_outputs(spec.events, z, signal, outputs["forecast"],
-                                     outputs.get("quantiles"), spec.targets_in_inputs[0]))
+                                     outputs.get("quantiles"), spec.targets_in_inputs[0],
+                                     inputs=spec.event_inputs))
     return outputs
 
 

@@ -11,11 +11,20 @@ only with `keras.ops` / `keras.layers`, so it runs on every backend:
   most low minutes in any `window_min`-minute window, for the point forecast and each quantile),
   all in physical units relative to the rule's threshold, with the gradient stopped so the event
   loss never bends the forecast;
-- `event_outputs`: the head, `Concatenate([core, features]) -> Dense(1, sigmoid)`: a logistic
-  regression on the core's features and the event features, output `(batch, 1)` float32 named
-  by the rule (`ahe_probability`). No hidden layer: the positives of a rare event come from few
-  patients, and on the Challenge 2009 records a hidden ReLU layer (16 units) overfitted them
-  (held-out AUROC 0.73-0.95 over two seeds, against 0.96 for the logistic head);
+- `event_outputs`: the head, `Concatenate([core, features]) -> EventHead`: a logistic
+  regression on the core's features and the event features (or on the event features alone,
+  `inputs="features"`), output `(batch, 1)` float32 named by the rule (`ahe_probability`). No
+  hidden layer: the positives of a rare event come from few patients, and on the Challenge 2009
+  records a hidden ReLU layer (16 units) overfitted them (held-out AUROC 0.73-0.95 over two
+  seeds, against 0.96 for the logistic head);
+- `EventHead`: that logistic regression, `sigmoid(slope * (x . kernel + bias) + intercept)`,
+  where `kernel` and `bias` are trained and `slope` / `intercept` are two non-trainable weights,
+  1 and 0 while training (a plain logistic regression), set after the fit by
+  `set_event_calibration` (Platt scaling, `pipelines.training.event_threshold`). The loss trains
+  the head on every training window, where an episode starts in ~1 % of hours; the question a
+  warning is asked at T0 has ~50 % prevalence. Platt scaling on the training records' T0 cases
+  moves the probability to that population inside the graph, so `:predict` clients get the
+  calibrated `ahe_probability` too; ranking is unchanged (slope > 0);
 - `set_event_base_rates`: the head's bias starts at the training base rate;
 - `EventLoss`: binary cross-entropy of that probability against the rule applied in-graph to
   the window's own target `y_true` `(batch, horizon, n_targets)` in physical units.
@@ -115,23 +124,79 @@ class EventFeatures(layers.Layer):
                 "horizon_min": self.horizon_min, "position": self.position}
 
 
+@keras.saving.register_keras_serializable(package="pulsecast")
+class EventHead(layers.Layer):
+    """`(B, d)` features -> `(B, 1)` probability: `sigmoid(slope * (x . kernel + bias) +
+    intercept)`.
+
+    `kernel` `(d, 1)` and `bias` `(1,)` are trained (a logistic regression, like `Dense(1,
+    sigmoid)`); `slope` and `intercept` `(1,)` are non-trainable, 1 and 0 until
+    `set_event_calibration` sets them (Platt scaling of the trained logit). d + 1 + 2 weights.
+    """
+
+    def build(self, input_shape):
+        d = int(input_shape[-1])
+        self.kernel = self.add_weight(shape=(d, 1), initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias")
+        self.slope = self.add_weight(shape=(1,), initializer="ones", trainable=False,
+                                     name="slope")
+        self.intercept = self.add_weight(shape=(1,), initializer="zeros", trainable=False,
+                                         name="intercept")
+
+    def logit(self, x):
+        """The trained logistic regression's logit `(B, 1)`, before calibration."""
+        return ops.matmul(x, self.kernel) + self.bias
+
+    def call(self, x):
+        return ops.sigmoid(self.slope * self.logit(x) + self.intercept)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+
+EVENT_INPUTS: tuple[str, ...] = ("core_and_features", "features")
+
+
 def event_outputs(events: tuple[str, ...], core, signal, forecast, quantiles=None,
-                  position: int = 0) -> dict:
-    """One `(B, 1)` float32 sigmoid output per event, named by its rule (`ahe_probability`).
+                  position: int = 0, inputs: str = "core_and_features") -> dict:
+    """One `(B, 1)` float32 probability output per event, named by its rule (`ahe_probability`).
 
     `core` `(B, h)`: the core's features; `signal` `(B, T, C)` the raw input; `forecast`
     `(B, H, 1)` and `quantiles` `(B, H, 1, Q)` (or None) the model's outputs in physical units.
+    `inputs`: what the head reads, `core_and_features` (both) or `features` (the event
+    features alone: a logistic regression on hand-made features that cannot overfit the few
+    patients with an episode through the core's learned ones).
     """
+    if inputs not in EVENT_INPUTS:
+        raise ValueError(f"event inputs must be one of {', '.join(EVENT_INPUTS)}, got {inputs!r}")
     outputs = {}
     for name in events:
         rule = event_rule(name)
         parts = [signal, forecast] + ([quantiles] if quantiles is not None else [])
         feats = EventFeatures(rule.threshold, rule.window_min, rule.min_low, rule.horizon_min,
                               position, name=f"{name}_features")(parts)  # (B, F)
-        both = layers.Concatenate(name=f"{name}_inputs")([core, feats])  # (B, h + F)
-        outputs[rule.output] = layers.Dense(1, activation="sigmoid", dtype="float32",
-                                            name=rule.output)(both)  # (B, 1)
+        if inputs == "core_and_features":
+            feats = layers.Concatenate(name=f"{name}_inputs")([core, feats])  # (B, h + F)
+        outputs[rule.output] = EventHead(dtype="float32", name=rule.output)(feats)  # (B, 1)
     return outputs
+
+
+def event_head_inputs(model, event: str):
+    """A model from `model`'s input to what `event`'s head reads `(B, d)` (with the head's
+    `logit`, the trained logit before calibration)."""
+    head = model.get_layer(event_rule(event).output)
+    return keras.Model(model.inputs, head.input), head
+
+
+def set_event_calibration(model, event: str, slope: float, intercept: float) -> None:
+    """Set `event`'s Platt scaling: p = sigmoid(slope * logit + intercept). slope > 0 keeps the
+    ranking (and the AUROC) of the trained head."""
+    if not slope > 0:
+        raise ValueError(f"calibration slope must be > 0 (it would reorder the cases), "
+                         f"got {slope!r}")
+    head = model.get_layer(event_rule(event).output)
+    head.slope.assign(ops.convert_to_tensor([slope], dtype="float32"))
+    head.intercept.assign(ops.convert_to_tensor([intercept], dtype="float32"))
 
 
 def set_event_base_rates(model, events: tuple[str, ...], y) -> dict[str, float]:

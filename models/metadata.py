@@ -16,6 +16,9 @@ object, indented, keys sorted, no NaN or infinity. `VersionMetadata` is its type
   "chosen_on": "train"}}`: the SavedModel output holding its probability `(batch, 1)`, the alarm
   threshold (alarm when probability >= threshold; chosen on the split `chosen_on`) and the
   minutes after the cut point the rule looks at (`models.events`);
+- `valid_range`: written only when the recipe set one (`[data] valid_range`), `[low, high]` in
+  the channels' units: at ingest a value at or below `low` was no reading and one above `high`
+  an artefact, so the server reads the same (`serve.http.forecast`);
 - `extra`: keys this code does not know (older or newer writers), kept as read and written back.
 
 A missing required key or a value of the wrong type is a `MetadataError` (a `ValueError`) naming
@@ -97,6 +100,8 @@ class VersionMetadata:
     # {event name: {"output", "threshold", "horizon_min", "chosen_on"}}; empty: no event outputs
     events: Mapping[str, Mapping[str, Any]] = field(default_factory=dict,
                                                     metadata=_OMIT_WHEN_EMPTY)
+    # (low, high), low < high, finite: at or below low is no reading, above high an artefact
+    valid_range: tuple[float, float] | None = field(default=None, metadata=_OMIT_WHEN_NONE)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -136,6 +141,7 @@ class VersionMetadata:
                 raise _bad("params", "a list of objects or null", self.params)
             self._set("params", [dict(row) for row in self.params])
         self._check_events()
+        self._check_valid_range()
         if not isinstance(self.extra, Mapping):
             raise MetadataError(f"extra must be a mapping, got {_short.repr(self.extra)}")
         self._set("extra", dict(self.extra))
@@ -193,6 +199,16 @@ class VersionMetadata:
             outputs.add(output)
             checked[name] = {**entry, "threshold": float(threshold)}
         self._set("events", checked)
+
+    def _check_valid_range(self) -> None:
+        pair = self.valid_range
+        if pair is None:
+            return
+        if (isinstance(pair, str) or not isinstance(pair, list | tuple) or len(pair) != 2
+                or not all(_is_number(v) for v in pair) or not pair[0] < pair[1]):
+            raise _bad("valid_range", "[low, high], two finite numbers with low < high, or null",
+                       pair)
+        self._set("valid_range", (float(pair[0]), float(pair[1])))
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> VersionMetadata:

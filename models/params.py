@@ -14,9 +14,14 @@ d = input features of the layer, h = its units:
     cycle_mix head (models.cycle_mix), C channels, K targets, N copies, u units, D directions:
                 RNN(C, u) + D·RNN(2KN + 2K + 1 + u, u) + Dense(D·u, K(N+2)) [+ Dense(D·u, K)]
                 (`cycle_mix_head_params`; each layer is also checked on its own)
-    event head (models.events_keras), core width h, Q quantile levels:
-                Dense(h + 6 + 2Q, 1) = h + 6 + 2Q + 1
+    EventHead   d + 1 + 2            a logistic regression (kernel (d,1), bias) and its Platt
+                                     scaling (slope, intercept; non-trainable, set after the fit)
+    event head (models.events_keras), core width h (0: `event_inputs = "features"`), Q quantile
+                levels: EventHead(h + 6 + 2Q) = h + 6 + 2Q + 1 + 2
                 (`event_head_params`; EventFeatures, 6 + 2Q features, has no weights)
+
+Non-trainable weights count (Keras' `count_params` counts them): Standardize's statistics and
+EventHead's calibration are part of the model a version ships.
 
 A model whose Keras count disagrees with its formula is a bug (a wrong input width, a stray bias),
 and training refuses it. The formulas are pure; `check` reads the layers of a built model (the only
@@ -94,10 +99,17 @@ def cycle_mix_head_params(n_channels: int, n_targets: int, n_candidates: int, un
     return total + (dense_params(directions * u, k) if residual else 0)
 
 
+def event_calibrated_params(d: int) -> int:
+    """`models.events_keras.EventHead` on d features: a logistic regression (d + 1 trained
+    weights) and its Platt scaling (slope and intercept, 2 non-trainable weights)."""
+    return dense_params(d, 1) + 2
+
+
 def event_head_params(core_width: int, n_quantiles: int) -> int:
-    """Trainable weights of one event head: a sigmoid Dense from the core's features and the
-    6 + 2Q event features (`models.events_keras.EventFeatures`) to one probability."""
-    return dense_params(core_width + 6 + 2 * n_quantiles, 1)
+    """Weights of one event head: an `EventHead` on the core's features (`core_width`, 0 when
+    the head reads the event features alone) and the 6 + 2Q event features
+    (`models.events_keras.EventFeatures`): the logistic regression's and its calibration's."""
+    return event_calibrated_params(core_width + 6 + 2 * n_quantiles)
 
 
 def standardize_params(d: int) -> int:
@@ -203,6 +215,9 @@ def expected_params(layer, d: int | None) -> tuple[str, int | None, str, int]:
         return kind, h, f"{d}·{h}+{h if bias else 0}", dense_params(d, h, bias)
     if kind == "Standardize":
         return kind, None, f"2·{d} (mean, std; non-trainable)", standardize_params(d)
+    if kind == "EventHead":
+        return (kind, 1, f"{d}·1+1+2 (logistic; slope, intercept non-trainable)",
+                event_calibrated_params(d))
     if kind == "CycleMix":
         _, horizon, k, n = layer.input.shape  # (B, H, K, N) candidates
         return kind, None, f"{horizon}·{k}·{n}", cycle_mix_params(horizon, k, n)

@@ -21,6 +21,8 @@ CYCLE_HEADS: tuple[str, ...] = ("cycle_residual", "cycle_mix")
 ANCHORS: tuple[str, ...] = ("none", "last")
 CYCLE_MIXES: tuple[str, ...] = ("static", "median")
 CYCLE_ALIGNS: tuple[str, ...] = ("period", "lag")
+# What an event head reads (models.events_keras.EVENT_INPUTS; repeated: no Keras import here).
+EVENT_INPUTS: tuple[str, ...] = ("core_and_features", "features")
 
 
 class SpecError(ValueError):
@@ -83,6 +85,9 @@ class ModelSpec:
       off the core's features, the recent past and the forecast (`models.events_keras`). One
       target, head `direct` of a single-state core; the recipe checks that the horizon covers
       the rule's (`pipelines.config`: the spec does not know `fs`).
+    - `event_inputs`: what each event head reads: `core_and_features` (the core's features and
+      the event features) or `features` (the event features alone: past and forecast margins
+      and rule scores, `models.events_keras.EventFeatures`).
     """
 
     arch: str = "lstm"
@@ -112,6 +117,7 @@ class ModelSpec:
     anchor: str = "none"
     target_positions: tuple[int, ...] = ()
     events: tuple[str, ...] = ()
+    event_inputs: str = "core_and_features"
 
     def __post_init__(self) -> None:
         # Lists from TOML become tuples so the spec stays hashable and truly frozen.
@@ -149,6 +155,9 @@ class ModelSpec:
             if name not in EVENTS:
                 raise SpecError(f"events must name known events ({', '.join(sorted(EVENTS))}), "
                                 f"got {name!r}")
+        if self.event_inputs not in EVENT_INPUTS:
+            raise SpecError(f"event_inputs must be one of {', '.join(EVENT_INPUTS)}, got "
+                            f"{self.event_inputs!r}")
         if len(set(self.events)) != len(self.events):
             raise SpecError(f"events must not repeat, got {list(self.events)!r}")
         if not self.events:

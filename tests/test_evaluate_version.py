@@ -124,7 +124,7 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
     capsys.readouterr()
     assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
                  str(unseen), "--split", "all", "--json", "--out", str(tmp_path / "ev")]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)
     windows = load_eval_windows(load_dataset(unseen), SPEC, "all", CFG.max_windows)
     mae = float(np.mean(np.abs(stored.predict(windows.x) - windows.y)))
     assert result["baselines"]["ridge_ar"]["mae"] == pytest.approx(mae, rel=1e-3)
@@ -138,7 +138,7 @@ def test_evaluate_on_unseen_records_scores_ridge_fitted_at_publish_time(datasets
         assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store),
                      "--dataset", str(cal), "--split", "all", "--json", *rule,
                      "--out", str(tmp_path / f"ev{len(rule)}")]) == 0
-        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        out = json.loads(capsys.readouterr().out)
         counts[rule] = (out["n_patients"], out["n_windows_excluded"])
     (patients_all, none_out), (patients_kept, left_out) = counts.values()
     assert none_out == 0 and left_out > 0
@@ -234,12 +234,13 @@ def test_evaluate_prints_what_it_left_out_and_scores_records_groups_and_cycle_me
     assert main(["evaluate", "--model-name", "tiny", "--model-store", str(store), "--dataset",
                  str(unseen), "--split", "all", "--json", "--groups", str(groups),
                  "--out", str(tmp_path / "ev")]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(lines[-1])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # --json: the document alone; the account on stderr
+    lines = captured.err.strip().splitlines()
 
     left = result["left_out"]
-    assert lines[0] == (f"windows of split 'all': {left['n_windows_fit']} fit in "
-                        f"{len(names)} records, 100 scored; left out:")
+    assert (f"windows of split 'all': {left['n_windows_fit']} fit in {len(names)} records, 100 "
+            "scored; left out:") in lines
     assert any(line.startswith("  subsampled evenly to max_windows=100: ") for line in lines)
     assert left["n_windows_fit"] == left["gaps"] + left["still"] + left["subsampled"] + 100
     assert result["baselines"]["cycle_median"]["mae"] > 0

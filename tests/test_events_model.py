@@ -23,6 +23,7 @@ from models.events_keras import (  # noqa: E402
     n_event_features,
     rule_label,
     set_event_base_rates,
+    set_event_calibration,
 )
 from models.normalization import fit_norm_stats  # noqa: E402
 from models.params import check, event_head_params  # noqa: E402
@@ -95,10 +96,86 @@ def test_every_layer_of_an_event_model_matches_its_formula() -> None:
         model = build_model(_spec(units=units, quantiles=quantiles))
         rows = {row.name: row for row in check(model)}  # raises on any mismatch
         head = rows["ahe_probability"]
-        assert head.kind == "Dense" and head.d == units[-1] + n_event_features(len(quantiles))
+        assert head.kind == "EventHead" and head.d == units[-1] + n_event_features(len(quantiles))
         assert head.keras == event_head_params(units[-1], len(quantiles))
         assert rows["ahe_features"].keras == 0
-    assert event_head_params(32, 3) == (32 + 12) * 1 + 1
+    # a logistic regression (44 weights + bias) and its Platt scaling (2, non-trainable)
+    assert event_head_params(32, 3) == (32 + 12) * 1 + 1 + 2
+
+
+def test_the_calibration_weights_are_counted_and_not_trained() -> None:
+    model = build_model(_spec())
+    head = model.get_layer("ahe_probability")
+    assert [w.name for w in head.non_trainable_weights] == ["slope", "intercept"]
+    assert head.count_params() == event_head_params(8, 3) == 8 + 12 + 1 + 2
+    assert sum(int(np.prod(w.shape)) for w in head.trainable_weights) == 8 + 12 + 1
+
+
+def test_a_head_on_the_event_features_alone_matches_its_formula() -> None:
+    model = build_model(_spec(event_inputs="features"))
+    rows = {row.name: row for row in check(model)}
+    assert rows["ahe_probability"].d == n_event_features(3)
+    assert rows["ahe_probability"].keras == event_head_params(0, 3) == 12 + 1 + 2
+    assert "ahe_inputs" not in rows
+    with pytest.raises(SpecError, match="event_inputs must be one of core_and_features, "
+                                        "features, got 'core'"):
+        _spec(event_inputs="core")
+
+
+def test_the_calibrated_probability_is_the_platt_scaling_of_the_trained_logit() -> None:
+    x, y = _hypotension_batch()
+    model = build_model(_spec(), fit_norm_stats(x, y))
+    before = model.predict(x, verbose=0)["ahe_probability"][:, 0].astype(np.float64)
+    logit = np.log(before / (1 - before))
+    set_event_calibration(model, "ahe", 2.5, -1.0)
+    after = model.predict(x, verbose=0)["ahe_probability"]
+    assert after.dtype == np.float32 and np.all((after >= 0) & (after <= 1))
+    np.testing.assert_allclose(after[:, 0], 1 / (1 + np.exp(-(2.5 * logit - 1.0))), atol=1e-5)
+    assert np.all(np.diff(after[np.argsort(before), 0]) >= 0)  # the ranking is kept
+    with pytest.raises(ValueError, match=r"calibration slope must be > 0 \(it would reorder "
+                                         r"the cases\), got -1.0"):
+        set_event_calibration(model, "ahe", -1.0, 0.0)
+
+
+def test_platt_scaling_recovers_a_known_miscalibration() -> None:
+    from pipelines.training.event_threshold import fit_platt
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(-4.0, 1.5, 20000)  # logits of a head trained where the event is rare
+    y = rng.random(20000) < 1 / (1 + np.exp(-(1.5 * (z + 4.0) + 0.2)))  # truth: ~50 %
+    a, b = fit_platt(y, z)
+    assert a == pytest.approx(1.5, rel=0.1) and b == pytest.approx(1.5 * 4.0 + 0.2, rel=0.1)
+
+
+def test_the_threshold_is_chosen_on_the_calibrated_probability_of_the_training_t0_cases(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.training import event_threshold
+    from pipelines.windows.spec import WindowSpec
+
+    x, y = _hypotension_batch(200, seed=6)
+    model = build_model(_spec(), fit_norm_stats(x, y))
+    head = model.get_layer("ahe_probability")
+    kernel = np.zeros(head.kernel.shape, np.float32)
+    kernel[8, 0] = -1.0  # the logit reads the margin of the last 5 minutes' mean only
+    head.kernel.assign(kernel)
+    head.bias.assign(np.array([-4.0], np.float32))  # trained where the event is rare: p ~ 0.02
+    set_event_calibration(model, "ahe", 3.0, 3.0)  # an old calibration is replaced, not kept
+    recent = x[:, -5:, 0].mean(axis=1) + np.random.default_rng(7).normal(0, 5, len(x))
+    labels = recent < np.median(recent)  # half the cases, ranked by the recent pressure
+    monkeypatch.setattr(event_threshold, "_t0_cases", lambda *a, **k: (x, labels))
+    spec = WindowSpec(input_steps=120, horizon=60, stride=1, inputs=("ABPMEAN",),
+                      targets=("ABPMEAN",))
+
+    calibration = event_threshold.calibrate_events(model, ("ahe",), None, spec)
+    a, b = float(head.slope.numpy()[0]), float(head.intercept.numpy()[0])
+    assert calibration == {"ahe": {"slope": pytest.approx(a), "intercept": pytest.approx(b),
+                                   "fitted_on": "train_t0", "n_cases": 200}}
+    p = model.predict(x, verbose=0)["ahe_probability"][:, 0]
+    assert abs(p.mean() - labels.mean()) < 0.05  # calibrated for the T0 cases' prevalence
+    forecaster = lambda v: model.predict_on_batch(v)  # noqa: E731
+    events = event_threshold.event_thresholds(forecaster, ("ahe",), None, spec, 0)
+    assert events["ahe"]["chosen_on"] == "train_t0"
+    assert events["ahe"]["threshold"] == pytest.approx(choose_threshold(labels, p))
 
 
 def test_the_event_features_are_margins_and_rule_scores_in_mmhg() -> None:
@@ -354,3 +431,21 @@ def test_verification_refuses_a_saved_model_missing_an_output(tmp_path: Path) ->
                                                       r"'forecast', 'quantiles'\], the Keras "
                                                       r"model \['forecast', 'quantiles'\]"):
         verify_savedmodel(tmp_path / "1", x, partial, complete=True)
+
+
+@pytest.mark.slow
+def test_the_saved_model_serves_the_calibrated_probability(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from models.export import export_savedmodel
+
+    x, y = _hypotension_batch(8)
+    model = build_model(_spec(), fit_norm_stats(x, y))
+    raw = model.predict_on_batch(x)["ahe_probability"]
+    set_event_calibration(model, "ahe", 2.0, 1.5)
+    want = model.predict_on_batch(x)["ahe_probability"]
+    assert not np.allclose(want, raw)
+    export_savedmodel(model, tmp_path / "1", {"fs": 1 / 60, "targets": ["ABPMEAN"]}, x[:2])
+    fn = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    got = fn(signal=tf.constant(x))["ahe_probability"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -6,13 +6,16 @@ into a fresh folder, then hypothesis mutates `bad.hea` (lines dropped, fields re
 numbers made zero/negative/huge/NaN, bytes inserted, the file cut short) and/or `bad.dat`
 (truncated, emptied, junk appended, bytes flipped). Ingest must return a report, never raise;
 `good` is always ingested; `bad` is either skipped with a non-empty reason or ingested whole (a
-harmless mutation); the dataset on disk is complete (every manifest row has its `.npy` of
-`n_samples` rows) and no staging folder is left behind. With `--strict` and a skipped record,
+harmless mutation), and never at a rate its header does not give (a rate field that is there but
+not a positive number is refused, where wfdb would read WFDB's default 250 Hz); the dataset on
+disk is complete (every manifest row has its `.npy` of `n_samples` rows) and no staging folder is
+left behind. With `--strict` and a skipped record,
 nothing is written and an earlier dataset at that path is left exactly as it was.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -116,6 +119,18 @@ def bytes_claimed(record: Path) -> float:
     return (read.byte_offset[0] or 0) + read.sig_len * read.n_sig * per_sample
 
 
+def mangled_rate(header_text: str) -> str | None:
+    """The rate field of the header's record line when it is there but not a positive number
+    (what wfdb reads as 250 Hz); None when it is absent or a rate."""
+    lines = [ln.strip() for ln in header_text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    fields = re.split(r"[ \t]+", lines[0]) if lines else []
+    if len(fields) < 3:
+        return None
+    rate = re.split(r"[/(]", fields[2], maxsplit=1)[0]
+    return None if re.fullmatch(r"\d+\.?\d*|\.\d+", rate) and float(rate) > 0 else fields[2]
+
+
 OUTCOMES: Counter = Counter()
 UNEXPECTED: Counter = Counter()  # skips by ingest's catch-all: wfdb surprises
 
@@ -136,6 +151,9 @@ def test_corrupted_headers_and_truncated_signals_are_skipped_with_a_reason(prist
     # Found by a randomized run (6.170.17, b'AEEAQQBBA0EBgzYyNUEAQQBCBOIA'): the file cut to 625
     # samples and the header's sig_len mangled to 625 agree, so the record is whole.
     @example(hea=header.replace(" 3750", " 625", 1), dat=data[:1250], strict=False)
+    # A mangled rate field read by wfdb as 250 Hz was ingested at that rate (issue 23): refused now
+    @example(hea=header.replace(f" {FS:g} ", " -1 ", 1), dat=data, strict=False)
+    @example(hea=header.replace(f" {FS:g} ", " abc ", 1), dat=data, strict=False)
     def one(hea: str, dat: bytes, strict: bool) -> None:
         nonlocal n
         n += 1
@@ -156,11 +174,15 @@ def test_corrupted_headers_and_truncated_signals_are_skipped_with_a_reason(prist
         assert "good" in ids, report
         bad_skips = [reason for path, reason in report.skipped if Path(path).name == "bad"]
         assert all(isinstance(r, str) and r.strip() for r in bad_skips)
+        rate = mangled_rate(hea)
+        if rate is not None:  # never ingested at wfdb's default 250 Hz instead
+            assert "bad" not in ids, (rate, hea)
+            OUTCOMES["rate_refused"] += any(f"fs field {rate!r}" in r for r in bad_skips)
         if "bad" in ids:  # a harmless mutation: then the record is whole
             import wfdb
 
             row = next(r for r in report.ingested if r.record_id == "bad")
-            # whole as wfdb reads the header: a mangled fs field reads as WFDB's default 250 Hz
+            # whole as wfdb reads the header, whose rate field is absent (250 Hz) or a rate
             read = wfdb.rdheader(str(raw / "bad"))
             assert abs(row.n_samples - read.sig_len * FS / read.fs) <= 1, (row, hea, len(dat))
             OUTCOMES["ingested"] += 1
@@ -168,6 +190,10 @@ def test_corrupted_headers_and_truncated_signals_are_skipped_with_a_reason(prist
             assert bad_skips, ("bad neither ingested nor skipped", report, hea, len(dat))
             unexpected = [r for r in bad_skips if r.startswith("unexpected")]
             OUTCOMES["skipped_by_catch_all" if unexpected else "skipped"] += 1
+            if hea.startswith(header.split(" ")[0]) and rate in ("-1", "abc"):  # the @examples
+                assert bad_skips == [f"unreadable header bad.hea: fs field {rate!r} of the record "
+                                     "line is not a positive decimal number (leave it out for "
+                                     "WFDB's default 250 Hz)"], bad_skips
             UNEXPECTED.update(r.split(":")[0] for r in unexpected)
         if len(dat) < len(data) and "bad" in ids:
             # a signal file shorter than its header claims is never ingested as data; a cut file

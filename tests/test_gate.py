@@ -92,4 +92,37 @@ def test_the_decision_dict_is_json_ready():
     d = decide(evaluation(1.0, 1.0), evaluation(0.9, 1.0))
     out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
     assert out["promote"] is True
-    assert out["thresholds"] == {"min_improvement": 0.02, "old_test_tolerance": 0.02}
+    assert out["thresholds"] == {"min_improvement": 0.02, "old_test_tolerance": 0.02,
+                                 "auroc_tolerance": 0.02}
+
+
+def _with_warning(e: dict, auroc: float | None, kind: str = "t0") -> dict:
+    e["held_out"]["events"] = {"event": "ahe", kind: {"model": {"auroc": auroc},
+                                                      "map_alone": {"auroc": 0.8}}}
+    return e
+
+
+def test_a_better_forecast_with_a_worse_warning_is_refused_naming_the_aurocs():
+    d = decide(_with_warning(evaluation(1.0, 1.0), 0.90),
+               _with_warning(evaluation(0.9, 0.9), 0.85))
+    assert not d.promote
+    assert d.reasons == ("held-out warning AUROC (t0 cases) 0.850 vs champion 0.900: 0.050 "
+                         "lower > tolerance 0.020",)
+
+
+def test_a_warning_within_the_auroc_tolerance_does_not_block_a_better_forecast():
+    d = decide(_with_warning(evaluation(1.0, 1.0), 0.90),
+               _with_warning(evaluation(0.9, 0.9), 0.89))
+    assert d.promote
+
+
+def test_the_warning_is_weighed_on_monitoring_cases_when_neither_has_t0_cases():
+    d = decide(_with_warning(evaluation(1.0, 1.0), 0.80, "monitoring"),
+               _with_warning(evaluation(0.9, 0.9), 0.70, "monitoring"),
+               GateThresholds(auroc_tolerance=0.05))
+    assert not d.promote and "monitoring cases" in d.reasons[0]
+
+
+def test_without_a_warning_on_either_side_only_the_forecast_counts():
+    d = decide(_with_warning(evaluation(1.0, 1.0), None), evaluation(0.9, 0.9))
+    assert d.promote

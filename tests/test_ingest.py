@@ -445,7 +445,8 @@ def test_the_cli_names_a_bad_value_and_exits_one(
     assert f"raw folder does not exist: {tmp_path / 'nope'}" in caplog.text
 
 
-# --- bad input: a requested channel absent, flat or clipped for the whole record is skipped ---
+# --- bad input: a requested channel absent or flat for the whole record, or with no usable
+# stretch left once its still stretches are cut (tests/test_ingest_stretches.py), is skipped ---
 
 
 def _write_digital(folder: Path, name: str, digital: np.ndarray, channels: list[str],
@@ -468,7 +469,7 @@ def bad_input(tmp_path: Path, two_channel: Callable[..., Path]) -> dict[str, Pat
     ecg = np.round(_wave(60.0) * 200)  # II at 200 adu/mV
     abp = np.round(_wave(60.0, offset=90.0) * 10 * 50)  # ABP at 50 adu/mmHg
     pinned = abp.copy()
-    pinned[int(0.04 * n):] = 32000  # the ADC's top after 2.4 s: 640 mmHg
+    pinned[int(0.04 * n):] = 32767  # the ADC's top (16 bits) after 2.4 s: 655 mmHg
     noise = np.round(-14.8 * 50 + np.random.default_rng(0).normal(0, 5, n))  # 0.1 mmHg
     folder = tmp_path / "raw"
     records = {"good": two_channel("good", seconds=60.0)}
@@ -488,13 +489,15 @@ def test_records_whose_channel_is_absent_flat_or_clipped_throughout_are_skipped_
     assert reasons == {
         "absent": "ABP is absent for the whole record (no valid sample)",
         "flat": "ABP is flat for the whole record (std 0 mmHg, at most 0.5)",
-        "clipped": "ABP is clipped at its maximum (640 mmHg) for 96% of the record",
+        # the clipped stretch is cut like a gap (issue 23): 2.4 s of ABP remain, too short
+        "clipped": "ABP: no usable stretch of at least 10 s: 57.6 s clipped at the ADC limit "
+                   "(655 mmHg), 2.4 s in pieces shorter than 10 s",
         "open": "ABP is flat for the whole record (std 0.1 mmHg, at most 0.5)",
     }
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert {Path(s["record"]).name for s in meta["skipped"]} == set(reasons)
     assert meta["min_channel_std"] == {"mmHg": 0.5, "mV": 0.02}
-    assert meta["max_stuck_fraction"] == 0.9 and meta["skip_unusable_channels"] is True
+    assert meta["min_still_s"] == 10.0 and meta["skip_unusable_channels"] is True
     assert sorted(p.stem for p in (tmp_path / "ds" / "signals").iterdir()) == ["good"]
 
 
@@ -510,7 +513,7 @@ def test_a_record_with_only_its_requested_channel_absent_names_it(
 def test_the_bad_input_rule_is_configurable_and_can_be_turned_off(
     tmp_path: Path, bad_input: dict[str, Path]
 ) -> None:
-    lenient = _config(tmp_path, min_channel_std={"mmHg": 0.01}, max_stuck_fraction=0.99)
+    lenient = _config(tmp_path, min_channel_std={"mmHg": 0.01}, min_still_s=60.0)
     assert ingest_record(bad_input["open"], lenient).rows
     assert ingest_record(bad_input["clipped"], lenient).rows
     everything = ingest(_config(tmp_path, skip_unusable_channels=False))
@@ -534,8 +537,8 @@ def test_the_cli_reports_skipped_bad_records_and_writes_the_good_ones(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_stuck_fraction": 0.0}, "max_stuck_fraction must be in (0, 1], got 0"),
-        ({"max_stuck_fraction": 1.5}, "max_stuck_fraction must be in (0, 1], got 1.5"),
+        ({"min_still_s": 0.0}, "min_still_s must be > 0 seconds, got 0"),
+        ({"min_still_s": float("inf")}, "min_still_s must be > 0 seconds, got inf"),
         ({"min_channel_std": {"mmHg": -1}}, "min_channel_std must map units to numbers >= 0, "
                                             "got ('mmHg', -1)"),
         ({"min_channel_std": [("mmHg",)]}, "min_channel_std must map units to numbers, "

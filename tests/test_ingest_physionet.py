@@ -134,7 +134,7 @@ def test_s25047_has_abp_only_in_its_last_part(
 ) -> None:
     import wfdb
 
-    _, ds = ii_abp
+    report, ds = ii_abp
     row = ds.manifest.set_index("record_id").loc["s25047-2704-05-04-10-44"]
     signal = ds.signal("s25047-2704-05-04-10-44")
     # the leading 25740-frame null segment is dropped: the row starts with segment 0001
@@ -142,11 +142,17 @@ def test_s25047_has_abp_only_in_its_last_part(
     abp_minutes = np.flatnonzero(np.isfinite(signal[:, 1])) / 125 / 60
     assert abp_minutes.min() == pytest.approx(56.0, abs=0.05)  # segment 0017 at 11:43:44
     assert abp_minutes.max() == pytest.approx(69.0, abs=0.05)
-    assert 12.5 < np.isfinite(signal[:, 1]).sum() / 125 / 60 < 13.5
+    # 13 min of ABP, less 4.8 min where it holds one value (-16.8, -16 or -17.6 mmHg, ten
+    # stretches of 11-95 s): those are gaps now (issue 23), counted as stuck
+    assert 8.0 < np.isfinite(signal[:, 1]).sum() / 125 / 60 < 8.4
+    coverage = dict(report.coverage)[str(physionet_dir / S25047)]
+    assert coverage.stuck_s[1] == pytest.approx(289.9, abs=0.5)
+    assert coverage.stuck_s[0] == pytest.approx(33.3, abs=0.5)  # II at 0 mV for 33 s
     assert np.isfinite(signal[:, 0]).mean() > 0.99  # II throughout
     # physical units from each segment's own gain and baseline (0017: 1/mmHg, 0018: 1.25(-100))
     seg18 = wfdb.rdrecord(str(physionet_dir / "mimic2wdb/s25047/3234460_0018"), channels=[2])
-    np.testing.assert_allclose(signal[-93975:, 1], seg18.p_signal[:, 0], atol=1e-4)
+    got, kept = signal[-93975:, 1], np.isfinite(signal[-93975:, 1])  # less its still stretches
+    np.testing.assert_allclose(got[kept], seg18.p_signal[kept, 0], atol=1e-4)
 
 
 def test_p000878_reads_only_the_segments_that_exist(physionet_dir: Path, tmp_path: Path) -> None:

@@ -228,3 +228,36 @@ def test_event_thresholds_are_written_and_read_back_through_the_version_folder(
     write_metadata(tmp_path, meta)
     assert read_metadata_json(tmp_path)["events"] == _ahe()
     assert read_metadata(tmp_path) == meta
+
+
+def test_a_valid_range_round_trips_and_a_version_without_one_writes_the_same_bytes(
+        tmp_path: Path) -> None:
+    doc = {**_published(), "valid_range": [10.0, 300.0]}
+    meta = VersionMetadata.from_dict(doc)
+    assert meta.valid_range == (10.0, 300.0) and meta.to_dict() == doc
+    write_metadata(tmp_path / "with", meta)
+    assert read_metadata_json(tmp_path / "with")["valid_range"] == [10.0, 300.0]
+    assert read_metadata(tmp_path / "with") == meta
+    # a file written before the field existed loads, and is written back byte for byte
+    write_metadata_json(tmp_path / "old", _published())
+    before = (tmp_path / "old" / "assets.extra" / "pulsecast.json").read_bytes()
+    old = read_metadata(tmp_path / "old")
+    assert old is not None and old.valid_range is None
+    write_metadata(tmp_path / "again", old)
+    assert (tmp_path / "again" / "assets.extra" / "pulsecast.json").read_bytes() == before
+    # integers in JSON are numbers too, kept as floats
+    assert VersionMetadata.from_dict({**_published(), "valid_range": [10, 300]}).valid_range \
+        == (10.0, 300.0)
+
+
+@pytest.mark.parametrize(
+    "valid_range",
+    [[300.0, 10.0], [10.0, 10.0], [10.0], [10.0, 300.0, 400.0], "10..300", [10.0, float("inf")],
+     [float("nan"), 300.0], [True, 300.0], ["10", 300.0], {"low": 10.0}],
+)
+def test_a_bad_valid_range_is_named_with_its_key(valid_range) -> None:
+    with pytest.raises(MetadataError) as info:
+        VersionMetadata.from_dict({**_published(), "valid_range": valid_range})
+    assert str(info.value).startswith(
+        "pulsecast.json key 'valid_range' must be [low, high], two finite numbers with low < "
+        "high, or null, got ")

@@ -143,8 +143,9 @@ def test_markdown_contains_the_numbers() -> None:
 
     assert f"{result.model.mae:.4g}" in md
     assert f"{result.baselines['persistence'].rmse:.4g}" in md
-    assert f"{result.skill_mae_vs_best_baseline:.4g}" in md
-    assert f"[{result.skill_ci95[0]:.4g}, {result.skill_ci95[1]:.4g}]" in md
+    # a skill and its interval at the same 3 decimals (pipelines.report_format)
+    assert f"**{result.skill_mae_vs_best_baseline:.3f}**" in md
+    assert f"95% CI [{result.skill_ci95[0]:.3f}, {result.skill_ci95[1]:.3f}]" in md
     assert "200 windows from 20 patients" in md
 
 

@@ -484,6 +484,50 @@ def test_openapi_describes_the_routes(client):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_openapi_lists_forecast_first_with_the_served_model_names_as_an_enum(client):
+    doc = client.get("/openapi.json").json()
+
+    assert next(iter(doc["paths"])) == "/v1/models/{model_name}:forecast"
+    assert doc["tags"][0]["name"] == "pulsecast"
+
+    def names(path: str, method: str) -> list[str]:
+        params = doc["paths"][path][method]["parameters"]
+        return next(p for p in params if p["name"] == "model_name")["schema"]["enum"]
+
+    assert names("/v1/models/{model_name}:forecast", "post") == ["ecg"]  # half has no contract
+    assert names("/v1/models/{model_name}:predict", "post") == ["ecg", "half"]
+
+
+def test_the_openapi_example_of_forecast_answers_200_as_it_stands(client):
+    doc = client.get("/openapi.json").json()
+    examples = doc["paths"]["/v1/models/{model_name}:forecast"]["post"]["requestBody"][
+        "content"]["application/json"]["examples"]
+
+    assert list(examples) == ["ecg"]
+    assert examples["ecg"]["summary"] == "ecg: 16 samples (0.32 s) of II at 50 Hz"
+    r = client.post("/v1/models/ecg:forecast", json=examples["ecg"]["value"])
+    assert r.status_code == 200, r.text
+    assert len(r.json()["forecast"]["II"]) == 4
+
+
+def test_the_forecast_example_fits_a_trend_model_and_a_model_without_a_contract_has_none():
+    from serve.http.forecast import make_window, parse_forecast_request
+    from serve.http.openapi import build_openapi, forecast_example
+
+    trend = {"channels": ["ABPMEAN", "HR"], "targets": ["ABPMEAN"], "units": ["mmHg", "bpm"],
+             "fs": 1 / 60, "input_steps": 120, "horizon": 15}
+    example = forecast_example("vitals", trend)
+
+    window = make_window(parse_forecast_request(example["value"]), trend)
+    assert window.shape == (120, 2)
+    assert 70 <= window[:, 0].min() and window[:, 0].max() <= 110  # mmHg around 90
+    assert example["summary"] == "vitals: 120 samples (120 min) of ABPMEAN, HR at 0.01667 Hz"
+    assert forecast_example("half", {}) is None
+    shape_only = build_openapi()["paths"]["/v1/models/{model_name}:forecast"]["post"]
+    assert list(shape_only["requestBody"]["content"]["application/json"]["examples"]) == [
+        "shape"]
+
+
 # --- the predict CLI ---------------------------------------------------------------------------
 
 

@@ -52,12 +52,13 @@ def world(base, tmp_path, monkeypatch) -> SimpleNamespace:
 
 
 def retrain(world, *extra: str) -> list[str]:
-    return ["retrain", "--model-name", "tiny", "--records", str(world.new), "--model-store",
-            str(world.store), "--dataset", str(world.ds), *extra]
+    return ["retrain", "--model-name", "tiny", "--records-dir", str(world.new), "--model-store",
+            str(world.store), "--dataset", str(world.ds), "--json", *extra]
 
 
 def last_json(capsys) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    """The one JSON document a `--json` run printed (stdout holds nothing else)."""
+    return json.loads(capsys.readouterr().out)
 
 
 def snapshot(*roots: Path) -> dict[str, bytes]:
@@ -108,7 +109,13 @@ def test_a_better_challenger_becomes_version_2_and_a_rerun_changes_nothing(world
 
     assert main(["models", "--model-store", str(world.store), "--model-name", "tiny"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split()[-1] == "lineage" and table[3].split()[-3:] == ["retrain", "of", "1"]
+    # version 2 was scored on the grown test set: a block of its own, not ranked beside 1
+    assert table[0] == ("tiny: 2 version(s) on 2 test set(s); MAE and skill compare versions "
+                        "within one test set only")
+    assert table[1].startswith("  test set 1: ") and "of split test of " in table[1]
+    assert table[2].split()[-1] == "lineage" and table[3].split()[0] == "1"
+    assert table[4].startswith("  test set 2: ") and f"of split test of {world.ds}" in table[4]
+    assert table[6].split()[0] == "2" and table[6].split()[-3:] == ["retrain", "of", "1"]
 
 
 def test_a_worse_challenger_is_rejected_and_nothing_changes(world, capsys):
@@ -117,9 +124,10 @@ def test_a_worse_challenger_is_rejected_and_nothing_changes(world, capsys):
                                  train_extra='learning_rate = 50.0\nschedule = "constant"'))
     before = snapshot(world.store, world.ds)
     assert main(retrain(world, "--config", str(bad), "--from-scratch",
-                        "--run-dir", "rejected")) == 0
+                        "--out", "rejected")) == 0
     out = last_json(capsys)
     assert out["status"] == "rejected" and out["version"] is None
+    assert out["records_added"] is False and out["new_records"]
     assert snapshot(world.store, world.ds) == before
     report = json.loads((world.root / "rejected" / "retrain.json").read_text())
     assert report["decision"]["promote"] is False and not report["dataset_written"]
@@ -229,8 +237,10 @@ def test_a_running_server_swaps_to_the_retrained_version_and_back_without_a_fail
                 wait_for_version(client, "2")
                 v2 = client.post("/v1/models/tiny:predict", json=body).json()["predictions"]
                 assert main(["rollback", "--model-name", "tiny", "--to", "1",
-                             "--model-store", str(world.store)]) == 0
-                assert last_json(capsys)["version"] == 3
+                             "--model-store", str(world.store), "--json"]) == 0
+                assert last_json(capsys) == {
+                    "model_name": "tiny", "from_version": 2, "to_version": 1,
+                    "published_as": 3, "version_dir": str(world.store / "tiny" / "3")}
                 wait_for_version(client, "3")
                 v3 = client.post("/v1/models/tiny:predict", json=body).json()["predictions"]
             finally:

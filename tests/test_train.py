@@ -42,10 +42,10 @@ def test_train_ingests_fits_evaluates_and_publishes_a_verified_version(tmp_path,
     recipe = write_recipe(tmp_path, cohort)
     store = tmp_path / "store"
     code = main(["train", "--config", str(recipe), "--model-store", str(store),
-                 "--run-dir", str(tmp_path / "run")])
+                 "--out", str(tmp_path / "run"), "--json"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["version"] == 1
+    summary = json.loads(capsys.readouterr().out)  # --json: one document, nothing else
+    assert summary["version"] == 1 and summary["figure_units"]["mae"] == "mV"
     version = store / "tiny" / "1"
     meta = json.loads((version / "assets.extra" / "pulsecast.json").read_text())
     assert meta["channels"] == ["II", "ABP"] and meta["targets"] == ["II"]
@@ -67,7 +67,7 @@ def test_train_ingests_fits_evaluates_and_publishes_a_verified_version(tmp_path,
     assert main(["evaluate", "--model-name", "tiny", "--version", "1", "--model-store",
                  str(store), "--dataset", str(tmp_path / "ds"), "--json",
                  "--out", str(tmp_path / "eval")]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads(capsys.readouterr().out)
     assert result["model"]["mae"] == pytest.approx(meta["metrics"]["model"]["mae"], rel=1e-4)
     assert {"skill_mae_vs_best_baseline", "n_windows", "n_patients"} <= set(result)
 

@@ -5,17 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.cli import add_alias
+
 HELP = "synth → ingest → train → publish → serve → query → plot, on a synthetic cohort"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, default=Path("data"), help="data root (default data)")
-    parser.add_argument("--config", type=Path, default=Path("configs/ecg.toml"))
-    parser.add_argument("--patients", type=int, default=12)
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--root", type=Path, default=Path("data"),
+                        help="data root: raw records, dataset and model store (default data)")
+    parser.add_argument("--config", type=Path, default=Path("configs/ecg.toml"),
+                        help="TOML recipe to train (default configs/ecg.toml)")
+    parser.add_argument("--patients", type=int, default=12,
+                        help="synthetic patients (default 12)")
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="record length per patient in minutes (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's [train] epochs)")
+    parser.add_argument("--out", type=Path, default=Path("runs"),
+                        help="folder for the run (<out>/<model>/: checkpoints, reports, the "
+                             "forecast plot) (default runs)")
+    add_alias(parser, "--runs", "out", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_demo(DemoConfig(root=args.root, recipe=args.config, patients=args.patients,
                                   minutes=args.minutes, seed=args.seed, epochs=args.epochs,
-                                  runs=args.runs))
+                                  runs=args.out))
     return 0 if summary["server_exit_code"] == 0 else 1

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the train split of this dataset instead of synthetic data")
     parser.add_argument("--epochs", type=int, default=2, help="brief training (default 2)")
     parser.add_argument("--windows", type=int, default=512, help="training windows (default 512)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
 def _dataset_windows(

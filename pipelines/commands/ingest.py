@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a value at or below LOW is no reading, one above HIGH an artefact: "
                              "both become gaps and are counted (default: the recipe's, else "
                              "every value counts), e.g. 10,300 for MAP in mmHg")
+    parser.add_argument("--min-still-s", type=float, default=None,
+                        help="a stretch at least this long where a channel holds one value (a "
+                             "lead off) or sits at its ADC limits (clipped) becomes a gap; the "
+                             "usable stretches around it are kept (default 10)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes (default 1); with --executor ray and no --ray-address, "
                              "the CPUs of the local Ray (at least 2)")
@@ -111,8 +115,8 @@ def build_config(args: argparse.Namespace):
         "patient_id": args.patient_id, "split_fractions": args.split_fractions,
         "min_duration_s": args.min_duration_s, "max_gap_s": args.max_gap_s,
         "fill_gap_s": args.fill_gap_s, "valid_range": args.valid_range,
-        "workers": args.workers, "strict": args.strict, "executor": args.executor,
-        "ray_address": args.ray_address,
+        "min_still_s": args.min_still_s, "workers": args.workers, "strict": args.strict,
+        "executor": args.executor, "ray_address": args.ray_address,
     }
     if args.config is not None:
         from pipelines.config import load_recipe

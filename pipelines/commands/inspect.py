@@ -9,7 +9,6 @@ Flags given with --config override the config's values. Exit 1 when a count disa
 from __future__ import annotations
 
 import argparse
-import json
 import tomllib
 from pathlib import Path
 
@@ -28,7 +27,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-steps", type=int, help="window length T (samples)")
     parser.add_argument("--horizon", type=int, help="forecast length H (samples)")
     parser.add_argument("--quantiles", type=float, nargs="*", help="quantile levels, e.g. 0.1 0.9")
-    parser.add_argument("--bidirectional", action="store_true", default=None)
+    parser.add_argument("--bidirectional", action="store_true", default=None,
+                        help="bidirectional recurrent layers (default: the config's, else off)")
 
 
 def read_config(path: Path) -> dict:
@@ -58,12 +58,14 @@ def spec_from_args(args: argparse.Namespace) -> ModelSpec:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (spec, layers, totals) instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
     from models.architectures import build_model
     from models.params import format_table, layer_rows, rows_to_dicts
+    from pipelines.report_format import print_json
 
     spec = spec_from_args(args)
     model = build_model(spec)  # identity normalization: counts do not depend on statistics
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             "total": {"expected": sum(r.expected for r in rows), "keras": model.count_params()},
             "ok": ok,
         }
-        print(json.dumps(doc, indent=2))
+        print_json(doc)
     else:
         print(f"{model.name}: {spec.arch} units={list(spec.units)} d={spec.n_channels} "
               f"T={spec.input_steps} H={spec.horizon} k={spec.n_targets}")

@@ -1,26 +1,34 @@
 """`pulsecast predict`: ask a running `pulsecast serve` for a forecast from a WFDB record.
 
     pulsecast predict --url http://127.0.0.1:8501 --model-name ecg --record data/raw/x/100 \\
-        --at 60 [--out forecast.png] [--token-file token.txt]
+        --at 60 [--out forecast.png] [--api-token-file token.txt]
 
 Steps: read the model's contract (`GET /pulsecast/models/<m>`: channels, fs, input_steps), read
-the record with wfdb and match its signals to the model's channels (`pipelines.ingest.channels`),
-send the samples ending at `--at` seconds (at the record's own rate: the server resamples) through
-`POST /v1/models/<m>:forecast`, print the answer as JSON (or, with `--summary`, a few lines:
-model, version, horizon and the MAE of this forecast against what the record did next), and with
-`--out` plot the history, the forecast, its 80 % band when the model has quantiles, and the truth
-to a PNG.
+the record with wfdb (`x` or `x.hea`) and match its signals to the model's channels
+(`models.channels`), send the samples ending at `--at` seconds (at the record's own rate: the
+server resamples) through `POST /v1/models/<m>:forecast`, print the answer as JSON (or, with
+`--summary`, a few lines: model, version, horizon and the MAE of this forecast against what the
+record did next), and with `--out` draw a PNG (`make_forecast_figure`): the last seconds of
+history, the forecast origin, the forecast with its band when the model has quantiles, and the
+truth, titled with the record, the model version and the MAE in the target's unit. A warning
+(stderr) says when the record ends less than a horizon after `--at`: the MAE then covers only
+the part the record holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from pipelines.cli import add_alias
+
+log = logging.getLogger(__name__)
 
 HELP = "forecast from a WFDB record through a running `pulsecast serve` (:forecast)"
 # seconds sent beyond the model's window, so the server's resampling filter settles
@@ -28,22 +36,31 @@ _MARGIN_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default="http://127.0.0.1:8501", help="the server's REST URL")
-    parser.add_argument("--model-name", "--model_name", dest="model_name", required=True)
+    parser.add_argument("--url", default="http://127.0.0.1:8501",
+                        help="the server's REST URL (default: http://127.0.0.1:8501)")
+    parser.add_argument("--model-name", "--model_name", dest="model_name", required=True,
+                        help="the served model to ask")
     parser.add_argument("--version", type=int, help="a specific version (default: latest)")
-    parser.add_argument("--record", type=Path, required=True, help="WFDB record path (no suffix)")
+    parser.add_argument("--record", type=Path, required=True,
+                        help="WFDB record path, with or without its .hea suffix")
     parser.add_argument("--at", type=float, required=True,
                         help="forecast from this time, in seconds from the record's start")
     parser.add_argument("--out", type=Path,
-                        help="write a PNG of history, forecast, band and truth here")
+                        help="write a PNG here: the last seconds of history, the forecast "
+                        "with its band, and what the record did next")
     parser.add_argument("--summary", action="store_true",
                         help="print a short summary (and the MAE against what happened) instead "
                         "of the whole JSON answer")
-    parser.add_argument("--token-file", "--token_file", dest="token_file", type=Path,
-                        help="file holding the server's bearer token")
-    parser.add_argument("--max-gap-s", type=float, default=None,
-                        help="longest gap the server may fill (its default: 0.5 s)")
-    parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--api-token-file", "--api_token_file", dest="token_file", type=Path,
+                        help="file holding the server's bearer token (default: none)")
+    add_alias(parser, "--token-file", "token_file", type=Path)  # the old name, one release
+    parser.add_argument("--fill-gap-s", dest="fill_gap_s", type=float, default=None,
+                        help="gaps in the signal up to this long (seconds) are filled linearly "
+                        "by the server (default: the server's, 0.5 s)")
+    # the flag's old name, kept working but out of the help
+    parser.add_argument("--max-gap-s", dest="fill_gap_s", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="seconds to wait for each answer of the server (default: 30)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,21 +68,44 @@ def run(args: argparse.Namespace) -> int:
     client = _Client(args.url.rstrip("/"), token, args.timeout_s)
     version_path = f"/versions/{args.version}" if args.version is not None else ""
     contract = client.get(f"/pulsecast/models/{args.model_name}{version_path}")["metadata"]
-    window = read_window(args.record, contract, args.at)
+    record = record_path(args.record)
+    window = read_window(record, contract, args.at)
+    short = short_truth_message(window, contract, args.at)
+    if short:
+        log.warning("%s", short)
     body: dict[str, Any] = {"signal": window["signal"], "fs": window["fs"]}
     if window["start_time"] is not None:
         body["start_time"] = window["start_time"]
-    if args.max_gap_s is not None:
-        body["max_gap_s"] = args.max_gap_s
+    if args.fill_gap_s is not None:
+        body["max_gap_s"] = args.fill_gap_s  # the server's name for it
     answer = client.post(f"/v1/models/{args.model_name}{version_path}:forecast", body)
     if args.summary:
-        print(render_summary(args.record, args.at, window, answer))
+        print(render_summary(record, args.at, window, answer))
     else:
         print(json.dumps(answer, indent=2))
     if args.out is not None:
-        plot_forecast(args.out, window, answer)
-        print(f"plot written to {args.out}")
+        write_forecast_plot(args.out, window, answer, record, args.at)
+        log.info("plot written to %s", args.out)
     return 0
+
+
+def record_path(record: Path) -> Path:
+    """The record's path as wfdb wants it: `x.hea` (or `x.dat`) -> `x`."""
+    return record.with_suffix("") if record.suffix.lower() in (".hea", ".dat") else record
+
+
+def short_truth_message(window: dict[str, Any], contract: dict, at_s: float) -> str | None:
+    """One line when the record holds less than a horizon after `at_s`, else None."""
+    from pipelines.evaluation.plots import format_duration
+
+    horizon_s = int(contract.get("horizon", 0)) / float(contract["fs"])
+    truth = next(iter(window["truth"].values()), [])
+    have_s = len(truth) / window["fs"]
+    if have_s + 0.5 / window["fs"] >= horizon_s:
+        return None
+    return (f"the record ends {format_duration(have_s)} after --at {at_s:g} s, before the "
+            f"{format_duration(horizon_s)} the model forecasts: the MAE covers only that part "
+            "(an earlier --at scores the whole forecast)")
 
 
 def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
@@ -79,6 +119,7 @@ def read_window(record: Path, contract: dict, at_s: float) -> dict[str, Any]:
 
     from models.channels import match_channels
 
+    record = record_path(Path(record))
     rec = wfdb.rdrecord(str(record))
     fs = float(rec.fs)
     found = match_channels(list(contract["channels"]), list(rec.sig_name))
@@ -156,46 +197,108 @@ def render_summary(record: Path, at_s: float, window: dict[str, Any],
     return "\n".join(lines)
 
 
-def plot_forecast(out: Path, window: dict[str, Any], answer: dict[str, Any]) -> None:
-    """History (the samples sent), forecast, 80 % band (q0.1-q0.9, when the model has them) and
-    truth (what the record did next) of each target, seconds on the x axis."""
-    import matplotlib
+def make_forecast_figure(window: dict[str, Any], answer: dict[str, Any], record: Path,
+                         at_s: float):
+    """One panel per target: the last `HISTORY_HORIZONS` horizons of history, the forecast
+    origin (a dotted vertical line at 0), the forecast with its band (the outermost quantiles,
+    when the model has them) and the truth (what the record did next). The figure's title names
+    the record, the model version and the horizon; each panel's title the MAE in its unit.
+    Time in ms, s or minutes from the origin (`pipelines.evaluation.plots.time_axis`)."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pipelines.evaluation.plots import (
+        HISTORY_HORIZONS,
+        draw_forecast,
+        format_duration,
+        new_figure,
+        time_axis,
+        time_from_origin_label,
+        value_label,
+    )
 
     targets = answer["targets"]
-    fig, axes = plt.subplots(len(targets), 1, figsize=(10, 2.5 * len(targets)), squeeze=False)
-    fs, start_s = window["fs"], window["start_s"]
-    for ax, target, unit in zip(axes[:, 0], targets, answer["units"], strict=True):
-        history = window["signal"].get(target) or next(iter(window["signal"].values()))
-        t_hist = [start_s + i / fs for i in range(len(history))]
-        _, t_fc = forecast_times(window, answer)
-        ax.plot(t_hist, [math.nan if v is None else v for v in history], lw=0.8, color="0.35",
-                label="history")
-        truth = truth_at_forecast(window, answer, target)
-        if any(not math.isnan(v) for v in truth):
-            ax.plot(t_fc, truth, lw=1.0, color="black", label="truth")
-        ax.plot(t_fc, answer["forecast"][target], lw=1.2, color="tab:red", label="forecast")
-        band = _band(answer.get("quantiles") or {}, target)
-        if band is not None:
-            ax.fill_between(t_fc, band[0], band[1], color="tab:red", alpha=0.2, lw=0,
-                            label="80 % band")
-        ax.set_ylabel(f"{target} ({unit})" if unit else target)
-        ax.legend(loc="upper left", fontsize="small")
-    axes[-1, 0].set_xlabel("time (s from record start)")
-    fig.suptitle(f"{answer['model_name']} v{answer['version']}")
-    fig.tight_layout()
+    t_last, t_fc = forecast_times(window, answer)
+    horizon_s = t_fc[-1] - t_last
+    fs = window["fs"]
+    n_sent = len(next(iter(window["signal"].values())))
+    history_s = min((n_sent - 1) / fs, HISTORY_HORIZONS * horizon_s)
+    axis = time_axis(history_s + horizon_s, answer["fs"])
+    keep = int(round(history_s * fs)) + 1
+    t_hist = (np.arange(keep) - keep + 1) / fs  # the last sample sent is the origin, 0
+    t_ahead = np.asarray(t_fc) - t_last
+    fig = new_figure(10.5, 1.0 + 2.6 * len(targets))
+    axes = fig.subplots(len(targets), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, target, unit in zip(axes, targets, answer["units"], strict=True):
+        sent = window["signal"].get(target) or next(iter(window["signal"].values()))
+        history = np.array([math.nan if v is None else v for v in sent[-keep:]], dtype=float)
+        truth = np.asarray(window.get("truth", {}).get(target, []), dtype=np.float64)
+        truth = truth[: int(math.ceil(horizon_s * fs))]
+        draw_forecast(ax, axis, t_hist, history, t_ahead, answer["forecast"][target],
+                      t_truth_s=(np.arange(len(truth)) + 1) / fs, truth=truth,
+                      band=_band(answer.get("quantiles") or {}, target),
+                      band_label=_band_label(answer.get("quantiles") or {}))
+        ax.set_title(f"{target}: {_mae_text(window, answer, target, unit)}", fontsize=10)
+        ax.set_ylabel(value_label(target, unit))
+    axes[-1].set_xlabel(time_from_origin_label(axis))
+    axes[-1].set_xlim(axis.of(-history_s) - 0.01 * axis.of(horizon_s + history_s),
+                      axis.of(horizon_s) * 1.02)
+    fig.suptitle(f"{answer['model_name']} v{answer['version']}, record {_record_name(record)}: "
+                 f"{format_duration(horizon_s)} forecast from {_clock(at_s)} into the record")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                   fontsize="small")
+    return fig
+
+
+def _mae_text(window: dict[str, Any], answer: dict[str, Any], target: str, unit: str) -> str:
+    """ "MAE 0.041 mV against what happened" (over the part the record covers, said so)."""
+    from pipelines.evaluation.plots import format_duration
+
+    mae = forecast_mae(window, answer, target)
+    if math.isnan(mae):
+        return "no MAE: the record ends before the forecast"
+    text = f"MAE {mae:.3g} {unit}".rstrip() + " against what happened"
+    covered = sum(not math.isnan(v) for v in truth_at_forecast(window, answer, target))
+    if covered < len(answer["forecast"][target]):
+        text += f" in the first {format_duration(covered / answer['fs'])} (the record ends)"
+    return text
+
+
+def write_forecast_plot(out: Path, window: dict[str, Any], answer: dict[str, Any],
+                        record: Path, at_s: float) -> None:
+    """`make_forecast_figure` as a PNG at `out` (written atomically)."""
+    from pipelines.atomic import atomic_write
+
+    fig = make_forecast_figure(window, answer, record, at_s)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    atomic_write(out, lambda p: fig.savefig(p, format="png", dpi=100))
+
+
+def _record_name(record: Path) -> str:
+    """`data/raw/synthetic/p07/r0` -> `p07/r0`: the record with its folder (a patient, often)."""
+    parts = Path(record).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else str(record)
+
+
+def _clock(at_s: float) -> str:
+    """`60` -> "60 s", `5400` -> "5400 s (1:30:00)" into the record."""
+    if at_s < 600:
+        return f"{at_s:g} s"
+    h, rest = divmod(int(round(at_s)), 3600)
+    return f"{at_s:g} s ({h}:{rest // 60:02d}:{rest % 60:02d})"
 
 
 def _band(quantiles: dict[str, dict[str, list[float]]], target: str):
-    """(q0.1, q0.9) of `target` when the answer has both levels, else None."""
-    levels = {float(level): per_target[target] for level, per_target in quantiles.items()}
-    lo, hi = levels.get(0.1), levels.get(0.9)
-    return None if lo is None or hi is None else (lo, hi)
+    """(lowest, highest) quantile of `target` when the answer has two levels or more, else None."""
+    levels = sorted((float(level), per_target[target]) for level, per_target in quantiles.items()
+                    if target in per_target)
+    return None if len(levels) < 2 else (levels[0][1], levels[-1][1])
+
+
+def _band_label(quantiles: dict[str, Any]) -> str:
+    levels = sorted(float(level) for level in quantiles)
+    if len(levels) < 2:
+        return ""
+    return f"{(levels[-1] - levels[0]) * 100:.3g} % band (q{levels[0]:g}-q{levels[-1]:g})"
 
 
 class _Client:

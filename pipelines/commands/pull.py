@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pipelines.cli import add_alias
 from pipelines.sources.pull import PHYSIONET_URL  # stdlib-only module: cheap to import
 
 HELP = ("download WFDB records of a PhysioNet database (e.g. mitdb/1.0.0), or copy them from a "
@@ -27,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default {PHYSIONET_URL})")
     parser.add_argument("--no-annotations", action="store_true",
                         help="skip annotation files listed in the database's ANNOTATORS")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout-s", type=float, default=60.0,
                         help="seconds to wait on the server per request (default 60)")
+    add_alias(parser, "--timeout", "timeout_s", type=float)
     parser.add_argument("--no-verify", action="store_true",
                         help="do not check files against the database's SHA256SUMS")
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         records = tuple(r.strip() for r in args.records.split(",") if r.strip())
     out = args.out or Path("data/raw") / args.db.strip("/").split("/")[0]
     config = PullConfig(db=args.db, out=out, records=records, mirror=args.mirror,
-                        annotations=not args.no_annotations, timeout_s=args.timeout,
+                        annotations=not args.no_annotations, timeout_s=args.timeout_s,
                         verify=not args.no_verify)
     result = pull(config)
     checked = f", {result.verified} checked against SHA256SUMS" if result.verified else ""

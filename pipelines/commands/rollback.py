@@ -7,24 +7,29 @@ default "latest" policy switch to it within one poll and the store's history sta
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "serve an earlier version again: re-publish version N as the newest (history kept)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--model-name", required=True, help="the model to roll back")
     parser.add_argument("--to", type=int, required=True, help="the version to serve again")
     parser.add_argument("--model-store", default="data/model_store",
                         help="folder with one sub-folder per model (default data/model_store)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (model_name, from_version, to_version, "
+                             "published_as, version_dir) instead of text")
 
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.release.rollback import rollback
+    from pipelines.report_format import print_json
 
-    version, path = rollback(Path(args.model_store), args.model_name, args.to)
-    print(f"version {args.to} of {args.model_name} re-published as version {version} at {path}")
-    print(json.dumps({"model_name": args.model_name, "version": version,
-                      "rolled_back_from": args.to}))
+    done = rollback(Path(args.model_store), args.model_name, args.to)
+    if args.json:
+        print_json(done.to_dict())
+    else:
+        print(f"rolled {done.model_name} back from version {done.from_version} to version "
+              f"{done.to_version}: published as version {done.published_as} at {done.path}")
     return 0

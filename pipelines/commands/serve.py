@@ -70,15 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
           help="seconds between scans for new versions "
                f"(default {d('file_system_poll_wait_seconds'):g})")
     _flag(models, "runtime", choices=RUNTIMES,
-          help="auto: XLA for pulsecast models when it matches the SavedModel")
+          help="auto: XLA for pulsecast models when it matches the SavedModel "
+               f"(default {d('runtime')})")
     _flag(models, "auto_batching", type=int,
           help="pulsecast models without --enable_batching: batch what is queued when the "
                f"model frees up, at most this many rows (default {d('auto_batching')}, the "
                "largest XLA bucket; 0 = off). A lone request runs at once; answers are unchanged")
     _flag(models, "tensorflow_intra_op_parallelism", type=int,
-          help="threads for one TensorFlow op (0 = TensorFlow picks)")
+          help="threads for one TensorFlow op (0 = TensorFlow picks; default "
+               f"{d('tensorflow_intra_op_parallelism')})")
     _flag(models, "tensorflow_inter_op_parallelism", type=int,
-          help="threads running TensorFlow ops in parallel (0 = TensorFlow picks)")
+          help="threads running TensorFlow ops in parallel (0 = TensorFlow picks; default "
+               f"{d('tensorflow_inter_op_parallelism')})")
     _flag(models, "enable_model_warmup", type=_bool, nargs="?", const=True,
           help="replay assets.extra/tf_serving_warmup_requests before serving (default "
                f"{str(d('enable_model_warmup')).lower()})")
@@ -101,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(net, "rest_api_timeout_in_ms", type=int,
           help=f"REST request deadline, 504 past it (default {d('rest_api_timeout_in_ms')})")
     _flag(net, "rest_api_enable_cors_support", type=_bool, nargs="?", const=True,
-          help="send CORS headers and answer preflights")
+          help="send CORS headers and answer preflights (default "
+               f"{str(d('rest_api_enable_cors_support')).lower()})")
     _flag(net, "api_token_file", type=Path,
           help="file holding a bearer token every non-health route requires")
     _flag(net, "max_body_bytes", type=int,
@@ -126,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     batching = parser.add_argument_group("batching (TF Serving's BatchingParameters)")
     _flag(batching, "enable_batching", type=_bool, nargs="?", const=True,
-          help="dynamic server-side batching")
+          help="dynamic server-side batching (default "
+               f"{str(d('enable_batching')).lower()})")
     _flag(batching, "batching_parameters_file", type=Path, help="BatchingParameters text proto")
     _flag(batching, "max_batch_size", type=int, help="default 1000")
     _flag(batching, "batch_timeout_micros", type=int, help="default 0")

@@ -232,7 +232,9 @@ def evaluate_forecaster(
     result = dataclasses.replace(
         result, n_windows_excluded=windows.n_excluded, max_still_fraction=spec.max_still_fraction,
         fs=dataset.fs, records=records, groups=by_group,
-        groups_source=groups_source if by_group else None, left_out=windows.left_out)
+        groups_source=groups_source if by_group else None, left_out=windows.left_out,
+        units=tuple(dict(zip(dataset.channels, dataset.units, strict=True)).get(t, "")
+                    for t in spec.targets))
     rows, labels = record_examples(records, windows.record_ids, windows.y, y_hat)
     examples = ForecastExamples(
         x=windows.x[rows], y=windows.y[rows], y_hat=y_hat[rows], target_idx=idx,

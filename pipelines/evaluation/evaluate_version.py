@@ -135,5 +135,11 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     out_dir = out_dir or Path("runs") / model_name / f"evaluate-v{version}-{split}"
     write_evaluation(result, examples, out_dir)
     out = result.to_dict()
+    if meta.events:  # a warning recipe: the event report beside the forecast's
+        from pipelines.training.train import recipe_event_evaluation
+
+        out["events"] = recipe_event_evaluation(
+            load_serving_forecaster(vdir), recipe, dataset, meta.events, out_dir / "events",
+            split=split, ridge=ridge)
     out.update({"model_name": model_name, "version": version, "split": split})
     return out, out_dir

@@ -136,6 +136,7 @@ class Evaluation:
     skill_vs_cycle_median_ci95: tuple[float, float] | None = None
     skill_baselines: tuple[str, ...] = ()  # the baselines the best one was chosen among
     fs: float | None = None  # Hz: mae_per_step step k is (k + 1) / fs seconds ahead
+    units: tuple[str, ...] = ()  # one per target ("mV"), for the report's axes; () unknown
     records: tuple[Any, ...] = ()  # breakdown.RecordScore per scored record
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # breakdown.GroupScore
     groups_source: str | None = None  # where the group labels came from
@@ -163,6 +164,7 @@ class Evaluation:
                 "skill_vs_cycle_median": self.skill_vs_cycle_median,
                 "skill_vs_cycle_median_ci95": list(ci_cm) if ci_cm is not None else None,
                 "fs": self.fs,
+                "units": list(self.units),
                 "n_records": len(self.records),
                 "records": [r.to_dict() for r in self.records],
                 "groups": {k: {g: s.to_dict() for g, s in v.items()}

@@ -25,7 +25,19 @@ import numpy as np
 from pipelines.atomic import atomic_write
 from pipelines.evaluation.left_out import describe_left_out
 from pipelines.evaluation.metrics import ErrorSummary, Evaluation
-from pipelines.evaluation.plots import ForecastExamples, new_figure, plot_records
+from pipelines.evaluation.plots import (
+    ForecastExamples,
+    baseline_color,
+    draw_example,
+    example_axis,
+    new_figure,
+    plot_records,
+    time_axis,
+    time_from_origin_label,
+    units_label,
+    value_label,
+)
+from pipelines.report_format import format_number, has_interval, pooled_unit
 
 _LEAD_FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # of the horizon: the lead times of the horizon table
 
@@ -34,15 +46,35 @@ def _fmt(value: float | None) -> str:
     return "nan" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
+_SKILL_DECIMALS = 3  # a skill (a fraction) and its interval: 0.071 [-0.049, 0.201]
+
+
+def _skill(value: float | None) -> str:
+    return "nan" if value is None or not math.isfinite(value) else format_number(
+        value, _SKILL_DECIMALS)
+
+
+def _ci(interval, n_patients: int | None, n_records: int | None = None) -> str:
+    """`95% CI [lo, hi]` at the skill's decimals; none for fewer than 2 patients or records."""
+    if not has_interval(n_patients, n_records):
+        return "no interval (one patient)" if n_patients == 1 else "no interval (one record)"
+    lo, hi = interval or (math.nan, math.nan)
+    return f"95% CI [{_skill(lo)}, {_skill(hi)}]"
+
+
 def render_markdown(result: Evaluation, title: str = "Evaluation") -> str:
-    """A markdown summary: one table row per forecaster, then skill with its 95% interval."""
+    """A markdown summary: one table row per forecaster (errors in the targets' unit), then skill
+    with its 95% interval (`pipelines.report_format`: an interval at the skill's decimals, none
+    over one patient)."""
+    unit = pooled_unit(getattr(result, "units", ()))
+    in_unit = f" ({unit})" if unit else ""
 
     def row(name: str, s: ErrorSummary) -> str:
         steps = s.mae_per_step
         first, last = (steps[0], steps[-1]) if steps else (math.nan, math.nan)
         return f"| {name} | {_fmt(s.mae)} | {_fmt(s.rmse)} | {_fmt(first)} | {_fmt(last)} |"
 
-    lo, hi = result.skill_ci95
+    n_records = len(result.records) if result.records else None
     lines = [
         f"# {title}",
         "",
@@ -51,7 +83,8 @@ def render_markdown(result: Evaluation, title: str = "Evaluation") -> str:
            f"more than {result.max_still_fraction:g} of its steps: flat line, calibration)."
            if result.n_windows_excluded else ""),
         "",
-        "| forecaster | MAE | RMSE | MAE first step | MAE last step |",
+        f"| forecaster | MAE{in_unit} | RMSE{in_unit} | MAE first step{in_unit} | "
+        f"MAE last step{in_unit} |",
         "|---|---|---|---|---|",
         row("model", result.model),
         *(
@@ -60,14 +93,15 @@ def render_markdown(result: Evaluation, title: str = "Evaluation") -> str:
         ),
         "",
         f"Skill (1 - MAE model / MAE {result.best_baseline}): "
-        f"**{_fmt(result.skill_mae_vs_best_baseline)}**, 95% CI [{_fmt(lo)}, {_fmt(hi)}] "
+        f"**{_skill(result.skill_mae_vs_best_baseline)}**, "
+        f"{_ci(result.skill_ci95, result.n_patients, n_records)} "
         f"({result.n_bootstrap} bootstrap resamples of patients, seed {result.seed}).",
     ]
     if result.skill_vs_cycle_median is not None:
-        clo, chi = result.skill_vs_cycle_median_ci95 or (math.nan, math.nan)
+        ci_cm = _ci(result.skill_vs_cycle_median_ci95, result.n_patients, n_records)
         lines += ["", f"Skill against cycle_median (the median of cycle-aligned copies of the "
-                  f"past, nothing learned): **{_fmt(result.skill_vs_cycle_median)}**, 95% CI "
-                  f"[{_fmt(clo)}, {_fmt(chi)}]."]
+                  f"past, nothing learned): **{_skill(result.skill_vs_cycle_median)}**, "
+                  f"{ci_cm}."]
     q = result.quantile_metrics
     if "interval" in q:
         iv = q["interval"]
@@ -79,21 +113,22 @@ def render_markdown(result: Evaluation, title: str = "Evaluation") -> str:
     if "pinball" in q:
         pairs = ", ".join(f"q{k}: {_fmt(v)}" for k, v in q["pinball"].items())
         lines += ["", f"Pinball loss: {pairs}."]
-    lines += _horizon_table(result) + _records_table(result) + _groups_tables(result)
+    lines += (_horizon_table(result, in_unit) + _records_table(result)
+              + _groups_tables(result, in_unit))
     if result.left_out is not None:
         lines += ["", "## Left out", "", "```", *describe_left_out(result.left_out.to_dict()),
                   "```"]
     return "\n".join(lines) + "\n"
 
 
-def _horizon_table(result: Evaluation) -> list[str]:
+def _horizon_table(result: Evaluation, in_unit: str = "") -> list[str]:
     n = len(result.model.mae_per_step)
     if n < 2:
         return []
     steps = sorted({max(1, round(f * n)) for f in _LEAD_FRACTIONS})
     unit = (lambda k: f"{k / result.fs:.3g} s") if result.fs else (lambda k: f"step {k}")
     series = {"model": result.model, **result.baselines}
-    return ["", "## Error against horizon (MAE at each lead time)", "",
+    return ["", f"## Error against horizon (MAE{in_unit} at each lead time)", "",
             "| forecaster | " + " | ".join(unit(k) for k in steps) + " |",
             "|---|" + "---|" * len(steps),
             *(f"| {name} | " + " | ".join(_fmt(s.mae_per_step[k - 1]) for k in steps) + " |"
@@ -111,59 +146,74 @@ def _records_table(result: Evaluation) -> list[str]:
             "|---|---|---|---|" + "---|" * len(names) + "---|---|",
             *(f"| {r.record_id} | {r.patient_id} | {r.n_windows} | {_fmt(r.mae)} | "
               + " | ".join(_fmt(r.baselines.get(b)) for b in names)
-              + f" | {_fmt(r.skill)} | {_fmt(r.skill_vs_cycle_median)} |" for r in ranked)]
+              + f" | {_skill(r.skill)} | {_skill(r.skill_vs_cycle_median)} |" for r in ranked)]
 
 
-def _groups_tables(result: Evaluation) -> list[str]:
+def _groups_tables(result: Evaluation, in_unit: str = "") -> list[str]:
     out: list[str] = []
     for grouping, groups in result.groups.items():
         out += ["", f"## Per {grouping} (labels from {result.groups_source})", "",
-                f"| {grouping} | records | windows | MAE model | MAE {result.best_baseline} | "
-                "skill | 95% CI | skill vs cycle_median |", "|---|---|---|---|---|---|---|---|"]
+                f"| {grouping} | records | windows | MAE model{in_unit} | "
+                f"MAE {result.best_baseline}{in_unit} | skill | 95% CI | skill vs cycle_median |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, g in groups.items():
+            # a bootstrap over one patient (or record) has no interval: none is shown
             lo, hi = g.skill_ci95
+            ci = (f"[{_skill(lo)}, {_skill(hi)}]" if has_interval(g.n_patients, g.n_records)
+                  else "-")
             out.append(f"| {name} | {g.n_records} | {g.n_windows} | {_fmt(g.mae)} | "
-                       f"{_fmt(g.baselines.get(result.best_baseline))} | {_fmt(g.skill)} | "
-                       f"[{_fmt(lo)}, {_fmt(hi)}] | {_fmt(g.skill_vs_cycle_median)} |")
+                       f"{_fmt(g.baselines.get(result.best_baseline))} | {_skill(g.skill)} | "
+                       f"{ci} | {_skill(g.skill_vs_cycle_median)} |")
     return out
 
 
 def _plot_error_by_step(result: Evaluation):
-    fig = new_figure(7, 4)
+    """MAE (in the targets' unit) against time ahead (ms, s or minutes; steps without `fs`)."""
+    fig = new_figure(8, 4)
     ax = fig.add_subplot()
     series = {"model": result.model, **result.baselines}
+    n = len(result.model.mae_per_step)
+    axis = time_axis(n / result.fs, result.fs) if result.fs else None
     for name, s in series.items():
-        steps = np.arange(1, len(s.mae_per_step) + 1)
-        ax.plot(steps, s.mae_per_step, label=name, linewidth=2.0 if name == "model" else 1.2)
-    ax.set_xlabel("horizon step")
-    ax.set_ylabel("MAE (physical units)")
-    ax.set_title("Error by horizon step")
-    ax.legend()
+        ahead = np.arange(1, len(s.mae_per_step) + 1)  # step k is k samples ahead
+        x = axis.of(ahead / result.fs) if axis is not None else ahead
+        model = name == "model"
+        ax.plot(x, s.mae_per_step, label=name, linewidth=2.2 if model else 1.1,
+                color="tab:red" if model else baseline_color(name), zorder=3 if model else 2)
+    ax.set_xlabel(f"time ahead ({axis.unit})" if axis is not None
+                  else "time ahead (steps; sampling rate not recorded)")
+    ax.set_ylabel(f"MAE ({units_label(result.units)})")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Error against time ahead ({result.n_windows} windows of "
+                 f"{result.n_patients} patients)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
-def _plot_examples(examples: ForecastExamples, max_windows: int = 4, max_targets: int = 4):
+def _plot_examples(examples: ForecastExamples, units: tuple[str, ...] = (),
+                   max_windows: int = 4, max_targets: int = 4):
+    """A few windows per target: the last inputs, truth, model and baselines around the origin,
+    each y axis with its unit (`units`, one per target), time in ms, s or minutes."""
     n = min(len(examples.x), max_windows)
     k = min(examples.y.shape[2], max_targets)
-    fig = new_figure(4 * n, 2.6 * k)
-    steps, horizon = examples.x.shape[1], examples.y.shape[1]
-    scale = 1.0 / examples.fs if examples.fs else 1.0
-    past = (np.arange(steps) - steps) * scale
-    future = np.arange(horizon) * scale
+    fig = new_figure(3.6 * n + 1.8, 2.7 * k + 0.6)
+    axis, keep = example_axis(examples)
     for t in range(k):
         name = examples.target_names[t] if t < len(examples.target_names) else f"target {t}"
         for w in range(n):
             ax = fig.add_subplot(k, n, t * n + w + 1)
-            ax.plot(past, examples.x[w, :, examples.target_idx[t]], color="0.5", label="input")
-            ax.plot(future, examples.y[w, :, t], color="k", label="truth")
-            ax.plot(future, examples.y_hat[w, :, t], color="C3", label="model")
-            for name_b, b in examples.baselines.items():
-                ax.plot(future, b[w, :, t], linestyle="--", linewidth=0.9, label=name_b)
+            draw_example(ax, examples, w, t, axis, keep, examples.baselines)
             title = examples.labels[w] if w < len(examples.labels) else f"window {w}"
             ax.set_title(f"{name}, {title}", fontsize=9)
-            ax.set_xlabel("s" if examples.fs else "samples")
-            if t == 0 and w == 0:
-                ax.legend(fontsize=7)
+            if t == k - 1:
+                ax.set_xlabel(time_from_origin_label(axis))
+            if w == 0:
+                ax.set_ylabel(value_label(name, units[t] if t < len(units) else None))
+            if t == 0 and w == n - 1:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                          borderaxespad=0.0)
+    fig.suptitle(f"Forecasts of {n} test windows: model against truth and baselines")
     return fig
 
 
@@ -189,7 +239,7 @@ def write_report(
     text("evaluation.md", render_markdown(result))
     png("error_by_step.png", _plot_error_by_step(result))
     if examples is not None and len(examples.x):
-        png("forecast_examples.png", _plot_examples(examples))
+        png("forecast_examples.png", _plot_examples(examples, result.units))
     if result.records:
         png("records.png", plot_records(result, examples if examples is not None
                                         and examples.labels else None))

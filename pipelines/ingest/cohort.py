@@ -4,7 +4,9 @@
 this process, a process pool or Ray (`pipelines.ingest.executors`), and writes what comes back
 into a staged folder that replaces `dataset_dir` only when complete: `manifest.parquet`,
 `signals/<record_id>.npy`, `dataset.json` (the config, the units, the pulsecast version, every
-skipped record with its reason, and the readings set aside per record: `invalid_readings`) and,
+skipped record with its reason, the readings set aside per record: `invalid_readings`, and where
+the time of every record read went: `kept_and_dropped`, per channel in total and per record that
+lost some, see `pipelines.ingest.assemble.Coverage`) and,
 when the raw folder holds a `labels.csv` with a `record` column, that file as it was. A record id
 taken twice is prefixed with its folder path.
 Splits are the cohort's (`pipelines.dataset.splits.cohort_splits`): the stable hash per patient,
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines.dataset.splits import cohort_splits, split_counts
+from pipelines.ingest.assemble import Coverage, format_span
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.executors import map_ordered
 from pipelines.ingest.per_record import ingest_record
@@ -56,6 +59,8 @@ class IngestReport:
     # (record path, what its files held) for every record that was read whole
     readings: tuple[tuple[str, Readings], ...] = ()
     labels_rows: int | None = None  # rows of the raw folder's labels.csv carried along
+    # (record path, where its time went) for every record whose samples were read
+    coverage: tuple[tuple[str, Coverage], ...] = ()
 
     def render(self, color: bool = False, width: int = 120) -> str:
         """The summary (rich tables): every ingested row, then every skip with its reason."""
@@ -81,6 +86,7 @@ class IngestReport:
                 skipped.add_row(path, reason)
             console.print(skipped)
         self._render_set_aside(console)
+        self._render_kept_dropped(console)
         if self.labels_rows is not None:
             console.print(f"labels: {self.labels_rows} rows (labels.csv)")
         split_of = {r.patient_id: r.split for r in self.ingested}
@@ -113,6 +119,56 @@ class IngestReport:
             table.add_row(_short(e["record"]), e["channel"],
                           format_duration(e["no_reading_s"]), format_duration(e["artefact_s"]))
         console.print(table)
+
+
+    def _render_kept_dropped(self, console) -> None:
+        """Per channel, the time kept and dropped by reason (those with any) over every record
+        read; then each record and channel that lost some."""
+        from rich.table import Table
+
+        if not self.coverage:
+            return
+        console.print(f"time kept and dropped ({len(self.coverage)} records read):")
+        for total in coverage_totals(self.coverage):
+            share = total["kept_s"] / total["duration_s"] if total["duration_s"] else 0.0
+            dropped = ", ".join(f"{DROPPED_LABELS[r]} {format_span(total[r])}"
+                                for r in Coverage.DROPPED if total[r]) or "none"
+            console.print(f"  {total['channel']}: kept {format_span(total['kept_s'])} of "
+                          f"{format_span(total['duration_s'])} ({share:.1%}); dropped: {dropped}")
+        entries = [e for path, c in self.coverage for e in c.to_json(path)]
+        if not entries:
+            return
+        table = Table(title="time dropped per record")
+        for col in ("record", "channel", "length", "kept", *DROPPED_LABELS.values()):
+            table.add_column(col, overflow="fold", justify="left" if col in ("record", "channel")
+                             else "right")
+        for e in entries:
+            table.add_row(_short(e["record"]), e["channel"], format_span(e["duration_s"]),
+                          format_span(e["kept_s"]), *(format_span(e[r]) for r in Coverage.DROPPED))
+        console.print(table)
+
+
+# how the report names `Coverage.DROPPED`
+DROPPED_LABELS = {"stuck_s": "stuck/flat", "clipped_s": "clipped", "gap_s": "gap/no reading",
+                  "short_s": "too short", "skipped_s": "record skipped"}
+
+
+def coverage_totals(coverage: tuple[tuple[str, Coverage], ...] | list[tuple[str, Coverage]]
+                    ) -> list[dict]:
+    """Per channel, the sums over `coverage` (record path, `Coverage`): `records`, `duration_s`,
+    `kept_s` and each dropped reason; each channel's kept and dropped add up to `duration_s`."""
+    if not coverage:
+        return []
+    channels = coverage[0][1].channels
+    totals = []
+    for j, channel in enumerate(channels):
+        total = {"channel": channel, "records": len(coverage),
+                 "duration_s": sum(c.duration_s for _, c in coverage),
+                 "kept_s": sum(c.kept_s[j] for _, c in coverage)}
+        for reason in Coverage.DROPPED:
+            total[reason] = sum(c.dropped(j)[reason] for _, c in coverage)
+        totals.append(total)
+    return totals
 
 
 def _short(path: str) -> str:
@@ -148,7 +204,8 @@ def _unique_id(record_id: str, source: Path, raw_dir: Path, taken: set[str]) -> 
 
 
 def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[str, str]],
-                  readings: list[tuple[str, Readings]]) -> dict:
+                  readings: list[tuple[str, Readings]],
+                  coverage: list[tuple[str, Coverage]]) -> dict:
     from datetime import UTC, datetime
     from importlib.metadata import PackageNotFoundError, version
 
@@ -163,6 +220,8 @@ def _dataset_json(config: IngestConfig, units: list[str], skipped: list[tuple[st
         "pulsecast_version": pulsecast_version,
         "skipped": [{"record": path, "reason": reason} for path, reason in skipped],
         "invalid_readings": [e for path, r in readings for e in r.to_json(path)],
+        "kept_and_dropped": {"total": coverage_totals(coverage),
+                             "records": [e for path, c in coverage for e in c.to_json(path)]},
     }
 
 
@@ -225,6 +284,7 @@ def ingest(config: IngestConfig) -> IngestReport:
     rows: list[dict] = []
     skipped: list[tuple[str, str]] = []
     readings: list[tuple[str, Readings]] = []
+    coverage: list[tuple[str, Coverage]] = []
     labels = read_raw_labels(config.raw_dir)
     units = [""] * len(config.channels)
     written = False
@@ -237,6 +297,8 @@ def ingest(config: IngestConfig) -> IngestReport:
                 skipped.extend(result.skipped)
                 if result.readings is not None:
                     readings.append((str(result.record_path), result.readings))
+                if result.coverage is not None:
+                    coverage.append((str(result.record_path), result.coverage))
                 for row, signal in zip(result.rows, result.signals, strict=True):
                     row = {**row, "record_id": _unique_id(
                         row["record_id"], result.record_path, config.raw_dir, taken)}
@@ -249,7 +311,8 @@ def ingest(config: IngestConfig) -> IngestReport:
             assign_cohort_splits(rows, config.split_fractions)
             manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
             manifest.to_parquet(tmp / "manifest.parquet", index=False)
-            text = json.dumps(_dataset_json(config, units, skipped, readings), indent=2)
+            text = json.dumps(_dataset_json(config, units, skipped, readings, coverage),
+                              indent=2)
             (tmp / "dataset.json").write_text(text + "\n")
             if labels is not None:
                 # as it was: every row and column, byte for byte
@@ -265,4 +328,5 @@ def ingest(config: IngestConfig) -> IngestReport:
         for r in rows
     )
     return IngestReport(config.dataset_dir, written, len(records), ingested, tuple(skipped),
-                        tuple(readings), len(labels) if written and labels is not None else None)
+                        tuple(readings), len(labels) if written and labels is not None else None,
+                        tuple(coverage))

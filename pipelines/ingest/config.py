@@ -71,12 +71,14 @@ class IngestConfig:
     strict: bool = False
     executor: str = "local"  # "local" (process pool) or "ray" (`pipelines.ingest.executors`)
     ray_address: str | None = None  # Ray cluster ("auto", "ray://host:port"); None: a local Ray
-    # Bad input (`pipelines.ingest.quality.channel_problem`): a waveform record whose requested
-    # channel is absent, flat (std at or below its unit's floor) or stuck/clipped on one value
-    # for at least `max_stuck_fraction` of the whole record is skipped with the reason.
+    # Bad input (waveforms; `pipelines.ingest.assemble`): a record whose requested channel is
+    # absent or flat (std at or below its unit's floor) for the whole record is skipped; a stretch
+    # of at least `min_still_s` seconds where a channel holds one value (a lead off) or sits at
+    # its ADC limits (clipped) becomes a gap, and a record is skipped only when a channel keeps no
+    # usable stretch of at least `min_duration_s`. False: every record and sample as read.
     skip_unusable_channels: bool = True
     min_channel_std: tuple[tuple[str, float], ...] = _RULES.min_std
-    max_stuck_fraction: float = _RULES.max_stuck_fraction
+    min_still_s: float = _RULES.min_still_s
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -102,9 +104,8 @@ class IngestConfig:
                 raise ValueError(f"{name} must be >= 0, got {value:g}")
         set_(self, "valid_range", _valid_range(self.valid_range))
         set_(self, "min_channel_std", _std_floors(self.min_channel_std))
-        if not (math.isfinite(self.max_stuck_fraction) and 0 < self.max_stuck_fraction <= 1):
-            raise ValueError(
-                f"max_stuck_fraction must be in (0, 1], got {self.max_stuck_fraction:g}")
+        if not (math.isfinite(self.min_still_s) and self.min_still_s > 0):
+            raise ValueError(f"min_still_s must be > 0 seconds, got {self.min_still_s:g}")
         if int(self.workers) != self.workers or self.workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {self.workers}")
         validate_executor(self.executor, self.ray_address, self.workers)
@@ -126,14 +127,13 @@ class IngestConfig:
             "executor": self.executor, "ray_address": self.ray_address,
             "skip_unusable_channels": self.skip_unusable_channels,
             "min_channel_std": dict(self.min_channel_std),
-            "max_stuck_fraction": self.max_stuck_fraction,
+            "min_still_s": self.min_still_s,
         }
 
     @property
     def record_rules(self) -> RecordRules:
         """The bad-input thresholds as `pipelines.ingest.quality` takes them."""
-        return RecordRules(min_std=self.min_channel_std,
-                           max_stuck_fraction=self.max_stuck_fraction)
+        return RecordRules(min_std=self.min_channel_std, min_still_s=self.min_still_s)
 
 
 # The `[data]` keys that are ingest settings, by their IngestConfig names

@@ -10,13 +10,22 @@ its own defaults, copied once per process out of those tables into plain dicts, 
 `byte_offset`, `adc_gain`, `baseline`, `units`, `adc_res`, `adc_zero`, `init_value`, `checksum`,
 `block_size`, `sig_name`) or, for a multi-segment header (`n_seg` set), `seg_name` and `seg_len`.
 Malformed text raises a ValueError (or IndexError for a header without a record line), as wfdb does.
+
+One check is stricter than wfdb: a rate field that is present but not a positive number (`-1`,
+`abc`, `0`) is a ValueError naming it ("fs field '-1' of the record line is not a positive
+decimal number"), where wfdb's regex skips it and reads WFDB's default, 250 Hz: the record would
+be read at the wrong rate. An absent rate field is that default, as WFDB says.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import re
 from typing import Any
+
+# the rate in a record line's third field, `fs[/counter_freq[(base_counter)]]`, as WFDB writes it
+_RATE = re.compile(r"\d+\.?\d*|\.\d+")
 
 
 @functools.cache
@@ -59,12 +68,25 @@ def _convert(kind: str, value: str) -> Any:
     return value
 
 
+def _check_rate_text(line: str) -> None:
+    """ValueError naming the rate field of record line `line` when it is there but is not a
+    positive number; nothing when it is absent (WFDB's default)."""
+    fields = re.split(r"[ \t]+", line.strip(" \t"))
+    if len(fields) < 3:
+        return
+    rate = re.split(r"[/(]", fields[2], maxsplit=1)[0]
+    if not (_RATE.fullmatch(rate) and float(rate) > 0):
+        raise ValueError(f"fs field {fields[2]!r} of the record line is not a positive decimal "
+                         "number (leave it out for WFDB's default 250 Hz)")
+
+
 def _record_fields(line: str) -> dict[str, Any]:
     from wfdb.io._header import HeaderSyntaxError, rx_record
 
     match = rx_record.match(line)
     if match is None:
         raise HeaderSyntaxError("invalid syntax in record line")
+    _check_rate_text(line)
     record_specs, _ = _specs()
     fields: dict[str, Any] = {}
     for field, raw in match.groupdict().items():

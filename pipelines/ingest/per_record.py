@@ -23,10 +23,15 @@ Policy, record by record:
   leading and trailing gaps are dropped, and pieces shorter than `min_duration_s` are reported.
 - `patient_id`: the config's, else a MIMIC id (`sNNNNN`, `pNNNNNN`) at the start of the record
   name or a folder name, else the record's folder when it holds only this record, else the name.
-- Bad input: a waveform record whose requested channel is absent, flat, or stuck/clipped on one
-  value for the whole record (`pipelines.ingest.quality.channel_problem`, thresholds in
-  `IngestConfig`) is skipped with the reason naming the channel; numerics records are not
-  checked (an SpO2 of 100 % all along is real).
+- Bad input (waveforms, `skip_unusable_channels`; numerics are not checked: an SpO2 of 100 % all
+  along is real): a record whose requested channel is absent or flat for the whole record
+  (`pipelines.ingest.quality.channel_absent_or_flat`) is skipped with the reason naming it; a
+  stretch of at least `min_still_s` where a channel holds one value or sits at its ADC limits is
+  a gap, cut like any other (`pipelines.ingest.assemble.cut_still`), so a record that is mostly a
+  lead off keeps its usable stretches; a record is skipped when a requested channel keeps none
+  of at least `min_duration_s`, the reason giving its time by cause.
+- Accounts: `RecordResult.coverage` says where each channel's time went (kept, stuck, clipped,
+  gap, too short, skipped with the record), for every record whose samples were read.
 - `split`: the patient's hash split (`assign_split`); a full ingest then applies the cohort rule
   (`pipelines.ingest.cohort`), an incremental one keeps it for a new patient.
 
@@ -45,9 +50,17 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.dataset.splits import assign_split
-from pipelines.ingest.assemble import Piece, Plan, SkipRecord, assemble_pieces, plan_channels
+from pipelines.ingest.assemble import (
+    NO_SAMPLES,
+    Coverage,
+    Piece,
+    Plan,
+    SkipRecord,
+    assemble_pieces,
+    plan_channels,
+)
 from pipelines.ingest.config import IngestConfig
-from pipelines.ingest.quality import channel_problem, compute_quality, nan_fraction
+from pipelines.ingest.quality import compute_quality, nan_fraction
 from pipelines.ingest.records import RecordHeader, RecordReadError, read_header
 from pipelines.ingest.samples import read_sha256
 from pipelines.ingest.validity import Readings, format_duration
@@ -55,8 +68,6 @@ from pipelines.ingest.validity import Readings, format_duration
 log = logging.getLogger(__name__)
 
 NUMERICS_MAX_FS = 1.0  # a record named `...n` with a frame rate below this is a numerics record
-# `assemble_pieces` says this when every requested channel is NaN throughout the record
-_NO_SAMPLES = "no samples of the requested channels"
 MIMIC_PATIENT = re.compile(r"^(s\d{5}|p\d{6})(?!\d)")
 
 
@@ -70,6 +81,7 @@ class RecordResult:
     skipped: tuple[tuple[str, str], ...] = ()  # (record path, reason)
     units: tuple[str, ...] = ()  # per requested channel, "" where unknown
     readings: Readings | None = None  # what the files held (set aside: no reading, artefact)
+    coverage: Coverage | None = None  # where its time went, when its samples were read
 
 
 def is_numerics(header: RecordHeader) -> bool:
@@ -109,47 +121,39 @@ def ingest_record(record_path: Path, config: IngestConfig) -> RecordResult:
             raise SkipRecord("numerics record (use --numerics)" if not config.numerics else
                         "not a numerics record (--numerics ingests only numerics records)")
         plan = plan_channels(header, config.channels, config.fs)
-        pieces, short, readings = assemble_pieces(
+        checked = config.skip_unusable_channels and not config.numerics
+        assembled = assemble_pieces(
             header, plan, config.channels, config.fs, numerics=config.numerics,
             max_gap_s=config.max_gap_s, min_duration_s=config.min_duration_s,
             fill_gap_s=config.fill_gap_s, valid_range=config.valid_range,
+            rules=config.record_rules if checked else None,
+            units=record_units(header, plan, config.channels),
         )
-        if config.skip_unusable_channels and not config.numerics:
-            check_channels(pieces, config, record_units(header, plan, config.channels))
     except (SkipRecord, RecordReadError) as err:
         reason = err.reason if isinstance(err, RecordReadError) else str(err)
-        if reason == _NO_SAMPLES and config.skip_unusable_channels:
+        if reason == NO_SAMPLES and config.skip_unusable_channels:
             reason = "; ".join(f"{c} is absent for the whole record (no valid sample)"
                                for c in config.channels)
         log.info("skipped %s: %s", record_path, reason)
-        return RecordResult(record_path, skipped=((key, reason),))
+        coverage = err.coverage if isinstance(err, SkipRecord) else None
+        return RecordResult(record_path, skipped=((key, reason),), coverage=coverage)
     except Exception as err:  # one odd record (a wfdb or scipy surprise) must not stop the others
         log.exception("skipped %s: unexpected error", record_path)
         reason = f"unexpected {type(err).__name__}: {err}"
         return RecordResult(record_path, skipped=((key, reason),))
+    readings = assembled.readings
     if readings.any_set_aside:
         log.debug("%s: set aside %s", record_path, "; ".join(
             f"{c} {format_duration(n)} no reading, {format_duration(a)} artefact" for c, n, a in
             zip(readings.channels, readings.no_reading_s, readings.artefact_s, strict=True)))
-    return _make_result(record_path, header, config, plan, pieces, short, readings)
+    return _make_result(record_path, header, config, plan, assembled.pieces, assembled.short,
+                        readings, assembled.coverage)
 
 
 def record_units(header: RecordHeader, plan: Plan, channels: tuple[str, ...]) -> tuple[str, ...]:
     """Per requested channel, its unit in the first segment that has it."""
     return tuple(next(header.segments[i].units[m[want]] for i, m in plan.items() if want in m)
                  for want in channels)
-
-
-def check_channels(pieces: list[Piece], config: IngestConfig, units: tuple[str, ...]) -> None:
-    """Raise SkipRecord naming every requested channel that is unusable over all `pieces`."""
-    reasons = []
-    for j, (name, unit) in enumerate(zip(config.channels, units, strict=True)):
-        x = pieces[0][1][:, j] if len(pieces) == 1 else np.concatenate([p[:, j] for _, p in pieces])
-        problem = channel_problem(x, name, unit, config.record_rules)
-        if problem:
-            reasons.append(problem)
-    if reasons:
-        raise SkipRecord("; ".join(reasons))
 
 
 def _make_result(
@@ -160,6 +164,7 @@ def _make_result(
     pieces: list[Piece],
     short: list[str],
     readings: Readings | None = None,
+    coverage: Coverage | None = None,
 ) -> RecordResult:
     """Manifest rows for the kept pieces of a record."""
     units = record_units(header, plan, config.channels)
@@ -180,4 +185,5 @@ def _make_result(
         })
         signals.append(np.ascontiguousarray(signal, dtype=np.float32))
     skipped = tuple((str(record_path), reason) for reason in short)
-    return RecordResult(record_path, tuple(rows), tuple(signals), skipped, tuple(units), readings)
+    return RecordResult(record_path, tuple(rows), tuple(signals), skipped, tuple(units), readings,
+                        coverage)

@@ -58,6 +58,10 @@ class SignalStorage:
     init_value: tuple[int | None, ...]
     adc_gain: tuple[float, ...]
     baseline: tuple[int, ...]
+    # the ADC's resolution (bits) and zero, None where the header leaves them out: with `fmt`,
+    # the ADC limits a clipped channel sits at (`pipelines.ingest.samples.adc_limits`)
+    adc_res: tuple[int | None, ...] = ()
+    adc_zero: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def _segment_info(
         return SegmentInfo(name, start, n_frames, gap_reason=f"missing signal file {absent[0]}")
     storage = SignalStorage(
         **{k: tuple(fields[k]) for k in ("file_name", "fmt", "byte_offset", "skew", "init_value",
-                                         "adc_gain", "baseline")}
+                                         "adc_gain", "baseline", "adc_res", "adc_zero")}
     )
     return SegmentInfo(
         name=name,

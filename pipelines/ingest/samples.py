@@ -1,4 +1,5 @@
-"""The wfdb data edge: a readable segment's samples in physical units, and a record's raw bytes.
+"""The wfdb data edge: a readable segment's samples in physical units (and the ADC limits they can
+reach), and a record's raw bytes.
 
 Reads with the fields `pipelines.ingest.records` already parsed into `SegmentInfo.storage`, so
 reading samples never parses a header again. Values are what wfdb's `rdrecord(...,
@@ -62,6 +63,33 @@ def _physical(digital: np.ndarray, storage: SignalStorage, channel: int) -> np.n
     if masked:
         x[digital == invalid] = np.nan
     return x
+
+
+def adc_limits(storage: SignalStorage, channel: int) -> tuple[float, float] | None:
+    """The physical values `(low, high)` of the lowest and highest digital value channel `channel`
+    can hold: its ADC's range (`adc_zero` +- 2**(`adc_res` - 1)) within its format's, less the
+    format's "no sample" value; the format's alone when the header gives no resolution. None for
+    a format without fixed limits or a gain that maps them to no range. Computed as `_physical`
+    computes samples, so a sample at a limit equals it exactly before resampling.
+    """
+    from wfdb.io._signal import SAMPLE_VALUE_RANGE, _digi_nan
+
+    fmt = storage.fmt[channel]
+    if fmt not in SAMPLE_VALUE_RANGE or not storage.adc_gain[channel]:
+        return None
+    low, high = SAMPLE_VALUE_RANGE[fmt]
+    res = storage.adc_res[channel] if channel < len(storage.adc_res) else None
+    if res and 0 < res < 64:
+        zero = (storage.adc_zero[channel] if channel < len(storage.adc_zero) else None) or 0
+        low, high = max(low, zero - 2 ** (res - 1)), min(high, zero + 2 ** (res - 1) - 1)
+    if low == _digi_nan(fmt):
+        low += 1
+    if low >= high:
+        return None
+    baseline, gain = storage.baseline[channel], storage.adc_gain[channel]
+    with np.errstate(all="ignore"):  # a mangled gain (inf, nan) gives no limits, not a warning
+        lo, hi = sorted(float((np.float64(d) - baseline) / gain) for d in (low, high))
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) and lo < hi else None
 
 
 def read_sha256(files: tuple[Path, ...]) -> str:

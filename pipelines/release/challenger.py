@@ -151,4 +151,20 @@ def evaluate_pair(champion: Champion, model, recipe: Recipe, dataset: Dataset,
             out.setdefault(name, {})[part] = result.to_dict()
             if name == "challenger" and part == "held_out":
                 examples = ex
+    if champion.metadata.events:  # a warning recipe: the gate weighs the warning too
+        _add_event_scores(out, who, champion, model, recipe, dataset, run_dir, ridge)
     return out, examples, ridge
+
+
+def _add_event_scores(out: dict, who: dict, champion: Champion, model, recipe: Recipe,
+                      dataset: Dataset, run_dir: Path, ridge) -> None:
+    """Each model's warning on the held-out patients (`out[who]["held_out"]["events"]`), the
+    champion at its stored threshold, the challenger at one chosen on the grown train split."""
+    from pipelines.training.train import recipe_event_evaluation, recipe_event_thresholds
+
+    thresholds = {"champion": champion.metadata.events,
+                  "challenger": recipe_event_thresholds(model, recipe, dataset)}
+    for name, (forecaster, _) in who.items():
+        out[name]["held_out"]["events"] = recipe_event_evaluation(
+            forecaster, recipe, dataset, thresholds[name],
+            run_dir / "evaluation" / f"{name}-held_out" / "events", ridge=ridge)

@@ -9,7 +9,11 @@ promoted only when
   (`(champion - challenger) / champion >= 0.02` by default), and
 - its MAE on the old test patients is not higher than the champion's by more than
   `old_test_tolerance`, relative (`(challenger - champion) / champion <= 0.02` by default), so a
-  model that wins on the new patients by forgetting the old ones is refused.
+  model that wins on the new patients by forgetting the old ones is refused, and
+- for a recipe that warns of an event (`events` in both held-out evaluations), its warning's
+  AUROC on the held-out patients is not lower than the champion's by more than
+  `auroc_tolerance` (0.02 by default, absolute): at the T0 cases when both have them, else under
+  continuous monitoring. A better forecast bought with a worse warning is refused.
 
 A non-finite MAE, or evaluations on different windows, are refusals with the reason, never a
 promotion.
@@ -32,9 +36,10 @@ class GateThresholds:
 
     min_improvement: float = 0.02
     old_test_tolerance: float = 0.02
+    auroc_tolerance: float = 0.02  # absolute: the warning's AUROC may drop this much at most
 
     def __post_init__(self) -> None:
-        for name in ("min_improvement", "old_test_tolerance"):
+        for name in ("min_improvement", "old_test_tolerance", "auroc_tolerance"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{name} must be a number, got {value!r}")
@@ -91,6 +96,30 @@ def _same_windows(champion: Mapping, challenger: Mapping, part: str) -> None:
             )
 
 
+def _warning_auroc(evaluation: Mapping) -> tuple[str, float] | None:
+    """(case set, the model's warning AUROC) from an evaluation's `events` summary, T0 first."""
+    events = evaluation.get("events") or {}
+    for kind in ("t0", "monitoring"):
+        auroc = (events.get(kind) or {}).get("model", {}).get("auroc")
+        if auroc is not None and math.isfinite(auroc):
+            return kind, float(auroc)
+    return None
+
+
+def _warning_reasons(champion: Mapping, challenger: Mapping,
+                     thresholds: GateThresholds) -> list[str]:
+    """A refusal when the challenger's warning AUROC falls short of the champion's by more than
+    the tolerance (nothing to weigh when either evaluation has no warning)."""
+    champ, chall = _warning_auroc(champion), _warning_auroc(challenger)
+    if champ is None or chall is None or champ[0] != chall[0]:
+        return []
+    drop = champ[1] - chall[1]
+    if drop > thresholds.auroc_tolerance:
+        return [f"held-out warning AUROC ({champ[0]} cases) {chall[1]:.3f} vs champion "
+                f"{champ[1]:.3f}: {drop:.3f} lower > tolerance {thresholds.auroc_tolerance:.3f}"]
+    return []
+
+
 def decide(
     champion: Mapping[str, Mapping],
     challenger: Mapping[str, Mapping],
@@ -127,6 +156,8 @@ def decide(
                 f"old test patients' MAE {old_chall:.4g} vs champion {old_champ:.4g}: "
                 f"{old_change:+.2%} worse > tolerance {thresholds.old_test_tolerance:.2%}"
             )
+    if not reasons:
+        reasons += _warning_reasons(champion["held_out"], challenger["held_out"], thresholds)
     promote = not reasons
     if promote:
         reasons.append(

@@ -85,6 +85,14 @@ class RetrainResult:
     decision: GateDecision | None = None
     drift: DriftReport | None = None
     evaluations: dict = field(default_factory=dict)
+    dataset_dir: Path | None = None  # the dataset the new records grow (when published)
+    target_unit: str | None = None  # the unit of every MAE above (the champion's targets')
+
+    @property
+    def records_added(self) -> bool:
+        """Whether the new records are now in the dataset (only a published challenger adds
+        them)."""
+        return self.increment.written
 
 
 def resolve_recipe(champion: Champion, cfg: RetrainConfig, dataset_dir: Path) -> Recipe:
@@ -179,15 +187,20 @@ def check_splits(dataset: Dataset, recipe: Recipe, shown: Path):
 
 def retrain(cfg: RetrainConfig) -> RetrainResult:
     """Ingest new records, train a challenger, and publish it only when the gate says so."""
+    from pipelines.report_format import pooled_unit
+
     champion = read_champion(cfg.model_store, cfg.model_name)
     dataset_dir = Path(cfg.dataset or champion.metadata.dataset
                        or champion.recipe.data.dataset)
+    summary = {"dataset_dir": dataset_dir,
+               "target_unit": pooled_unit(champion.metadata.target_units)}
     recipe = resolve_recipe(champion, cfg, dataset_dir)
     with staged_increment(dataset_dir, cfg.records, cfg.workers) as inc:
         report = inc.report
         if not report.ingested:
             log.info("nothing new to train on: %s", report.summary())
-            return RetrainResult(cfg.model_name, "nothing_new", champion.version, report)
+            return RetrainResult(cfg.model_name, "nothing_new", champion.version, report,
+                                 **summary)
         log.info("%s", report.summary())
         batchers = check_splits(inc.dataset, recipe, inc.old.root)
         run_dir = make_run_dir(cfg)
@@ -211,7 +224,7 @@ def retrain(cfg: RetrainConfig) -> RetrainResult:
     status = ("published" if version is not None else
               "would_publish" if decision.promote else "rejected")
     result = RetrainResult(cfg.model_name, status, champion.version, inc.report, version,
-                           version_dir, run_dir, decision, drift, evaluations)
+                           version_dir, run_dir, decision, drift, evaluations, **summary)
     write_retrain_report(result, cfg)
     return result
 
@@ -235,6 +248,7 @@ def write_retrain_report(result: RetrainResult, cfg: RetrainConfig) -> None:
     }
     (run_dir / "retrain.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     d = result.decision
+    unit = f" ({result.target_unit})" if result.target_unit else ""
     lines = [
         f"# Retrain of {result.model_name}: {result.status}", "",
         f"- champion: version {result.champion_version}",
@@ -242,7 +256,7 @@ def write_retrain_report(result: RetrainResult, cfg: RetrainConfig) -> None:
         + (f", published as version {result.version}" if result.version else ""),
         f"- data: {inc.summary()}",
         f"- drift warnings: {len(data['drift_warnings'])} (see drift.md)", "",
-        "| | champion MAE | challenger MAE |", "|---|---:|---:|",
+        f"| | champion MAE{unit} | challenger MAE{unit} |", "|---|---:|---:|",
     ]
     for part in EVAL_PARTS:
         champ, chall = (result.evaluations[who][part]["model"]["mae"]

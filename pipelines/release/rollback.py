@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +22,25 @@ from models.metadata import read_metadata, write_metadata
 log = logging.getLogger(__name__)
 
 
-def rollback(model_store: str | Path, model_name: str, to: int) -> tuple[int, Path]:
-    """Re-publish version `to` of `model_name` as the next version; returns (version, path)."""
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: the served (latest) version went from `from_version` to a copy of
+    `to_version`, published as `published_as` at `path`."""
+
+    model_name: str
+    from_version: int  # the latest version before the rollback
+    to_version: int  # the version served again
+    published_as: int  # the number of its copy, now the latest
+    path: Path
+
+    def to_dict(self) -> dict:
+        return {"model_name": self.model_name, "from_version": self.from_version,
+                "to_version": self.to_version, "published_as": self.published_as,
+                "version_dir": str(self.path)}
+
+
+def rollback(model_store: str | Path, model_name: str, to: int) -> Rollback:
+    """Re-publish version `to` of `model_name` as the next version."""
     from models import store
 
     base = store.model_base_path(model_store, model_name)
@@ -49,4 +67,4 @@ def rollback(model_store: str | Path, model_name: str, to: int) -> tuple[int, Pa
 
     version, path = store.publish(base, build)
     log.info("rolled %s back to version %d: published as version %d", model_name, to, version)
-    return version, path
+    return Rollback(model_name, versions[-1], to, version, path)

@@ -38,7 +38,7 @@ from pipelines.evaluation.evaluate import (
     ridge_to_metadata,
     write_evaluation,
 )
-from pipelines.training.event_threshold import event_thresholds
+from pipelines.training.event_threshold import calibrate_events, event_thresholds
 from pipelines.training.fit import (
     TrainingError,
     _keyed,
@@ -124,7 +124,9 @@ def _forecaster(model):
 
 def recipe_event_thresholds(model, recipe: Recipe, dataset: Dataset) -> dict[str, dict]:
     """pulsecast.json's `events` for a recipe with `[model] events` (`{}` without): each
-    alarm threshold chosen on the training split (`pipelines.training.event_threshold`)."""
+    probability first calibrated in the model on the training T0 cases (`calibration`, when the
+    dataset has them), then its alarm threshold chosen on the training split
+    (`pipelines.training.event_threshold`)."""
     from models.spec import model_spec_from_config
 
     events = model_spec_from_config(recipe.to_dict()).events
@@ -132,8 +134,32 @@ def recipe_event_thresholds(model, recipe: Recipe, dataset: Dataset) -> dict[str
         return {}
     spec = window_spec(recipe)
     target = list(spec.inputs).index(spec.targets[0])
-    return event_thresholds(_forecaster(model), events, dataset, spec, target,
-                            fill_gap_s=recipe.data.fill_gap_s)
+    calibration = calibrate_events(model, events, dataset, spec,
+                                   fill_gap_s=recipe.data.fill_gap_s)
+    out = event_thresholds(_forecaster(model), events, dataset, spec, target,
+                           fill_gap_s=recipe.data.fill_gap_s)
+    return {name: {**entry, **({"calibration": calibration[name]} if name in calibration
+                               else {})} for name, entry in out.items()}
+
+
+def recipe_event_evaluation(forecaster, recipe: Recipe, dataset: Dataset,
+                            events: Mapping[str, Mapping], out_dir: Path,
+                            split: str = "test", ridge=None) -> dict[str, Any]:
+    """The headline figures of the event evaluation on `split` (the full report, pictures
+    included, is written into `out_dir`: `pipelines.evaluation.event_dataset`)."""
+    from pipelines.evaluation.event_dataset import evaluate_dataset_events, event_settings
+
+    (name, entry), = events.items()  # one event per recipe: the AHE
+    settings = event_settings(tuple(recipe.model.get("quantiles", [])), recipe.data.fill_gap_s,
+                              recipe.evaluate.ridge_lags, recipe.train.seed)
+    report = evaluate_dataset_events(forecaster, dataset, recipe.window.input_steps,
+                                     float(entry["threshold"]), settings, out_dir, split=split,
+                                     target=recipe.window.targets[0], ridge=ridge)
+    summary = report["summary"]
+    t0 = summary.get("t0", {})
+    log.info("%s warning at T0 on %s: model %s, MAP alone %s", name, split,
+             t0.get("model"), t0.get("map_alone"))
+    return summary
 
 
 def publish_version(
@@ -169,7 +195,7 @@ def publish_version(
         quantiles=tuple(recipe.model.get("quantiles", [])), dataset=str(dataset.root),
         dataset_sha256=dataset_fingerprint(dataset), metrics=evaluation, parent_version=None,
         params=param_rows, config=recipe.to_dict(), ridge_ar=ridge_to_metadata(ridge),
-        events=events)
+        events=events, valid_range=recipe.data.valid_range)  # :forecast reads values as ingest
     if extra:  # merged last, through the same checks (a retrain's lineage keys)
         metadata = VersionMetadata.from_dict({**metadata.to_dict(), **extra})
     expected = _forecaster(model)(warmup)
@@ -293,6 +319,9 @@ def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: 
         quantiles=mspec.quantiles, seed=recipe.train.seed, ridge=ridge)
     evaluation = result.to_dict()
     write_evaluation(result, examples, run_dir / "evaluation")
+    if events:
+        evaluation["events"] = recipe_event_evaluation(_forecaster(model), recipe, dataset,
+                                                       events, run_dir / "evaluation" / "events")
     log.info("test MAE %.4g; best baseline %s MAE %.4g; skill %.3f",
              evaluation["model"]["mae"], evaluation["best_baseline"],
              evaluation["baselines"][evaluation["best_baseline"]]["mae"],

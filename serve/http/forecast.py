@@ -7,13 +7,29 @@ Pure numpy/scipy/pydantic, no I/O. A request body is `ForecastBody` (also its Op
 
 in physical units, `null`/NaN for missing samples; other keys are ignored. The model's contract
 comes from its `pulsecast.json` (`channels`, `fs`, `input_steps`, `horizon`, `targets`,
-`units`/`target_units`, `quantiles`; `models.metadata`). `make_window` conditions each channel
-as ingest did (`models.conditioning.condition_tail`: the tail resampled to the model's `fs` with
-ingest's rate ratio and filter, then gaps up to `max_gap_s` filled linearly at that rate, held at
-the edges; a longer gap is refused naming the channel and gap) and returns the last
-`input_steps` samples, `(input_steps, channels)`. `make_forecast_response` turns the model's
-`forecast` `(1, horizon, targets)` (and `quantiles` `(1, horizon, targets, levels)`) into
-per-target lists with timestamps.
+`units`/`target_units`, `quantiles`, `valid_range`; `models.metadata`).
+
+Values are read as ingest read the model's training data, and impossible ones are refused before
+the model runs (`make_window`, each channel's whole signal):
+
+- `null` (NaN) is no reading: a gap, filled up to `max_gap_s` like any other; an infinite value
+  is refused (JSON has no infinity, but Python's parser reads `1e999` as one);
+- a value outside its unit's plausible range (`models.units`: the unit is the channel's in the
+  model's `units`; an unknown unit has none) is refused naming the channel, the value and the
+  range: `1e30` mV is no ECG, and a forecast from it would be nonsense;
+- with the model's `valid_range` `[low, high]` (the recipe's `[data] valid_range`, applied to
+  every channel as ingest applied it), a value above `high` is refused naming the channel and
+  the value (ingest dropped such artefacts from training: the model never saw one), and a value
+  at or below `low` is no reading (NaN, then filled like a `null`);
+- a value beyond float32's range (for a unit with no plausible range) is refused: the model's
+  input is float32.
+
+`make_window` then conditions each channel as ingest did (`models.conditioning.condition_tail`:
+the tail resampled to the model's `fs` with ingest's rate ratio and filter, then gaps up to
+`max_gap_s` filled linearly at that rate, held at the edges; a longer gap is refused naming the
+channel and gap) and returns the last `input_steps` samples, `(input_steps, channels)`.
+`make_forecast_response` turns the model's `forecast` `(1, horizon, targets)` (and `quantiles`
+`(1, horizon, targets, levels)`) into per-target lists with timestamps.
 
 A request costs what it weighs: the resampling ratio's terms are bounded by `MAX_RATIO_TERM`
 (ingest's are not). A rate whose exact ratio to the model's fits the bound is conditioned exactly
@@ -24,10 +40,16 @@ the forecast's times (`start_time` plus the signal plus the horizon) stay within
 before the model runs.
 
 Every bad input raises `ServingError` INVALID_ARGUMENT (HTTP 400) whose text names the value.
+The answer is never a forecast of `null`s: when the model's forecast, quantiles or event
+probability is not finite (NaN or infinity, from an input that passed every check), the request
+is FAILED_PRECONDITION (HTTP 400, as for a model whose metadata cannot serve `:forecast`): the
+version cannot forecast this input. Not INVALID_ARGUMENT, since the input broke no rule; not
+INTERNAL (500), since nothing failed in the server and sending it again gives the same answer.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import reprlib
 from collections.abc import Mapping
@@ -51,7 +73,10 @@ from pydantic.types import FailFast
 from models.channels import canonical_name
 from models.conditioning import MAX_DRIFT, GapTooLongError, RatioTooCoarseError, condition_tail
 from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
+from models.units import plausible_range
 from serve.errors import Code, ServingError, invalid
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_GAP_S = 0.5
 MAX_FS = 1_000_000.0
@@ -67,6 +92,8 @@ MAX_RATIO_TERM = 5000
 MAX_SAMPLES_PER_CHANNEL = 10_000_000
 # Extra input kept before the window so the resampling filter's start-up transient falls outside.
 _FILTER_MARGIN_S = 1.0
+# The model's input is float32: a larger value would reach it as infinity.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _no_infinity(values: list[float | None]) -> list[float | None]:
@@ -211,12 +238,13 @@ def make_window(request: ForecastRequest,
     each channel conditioned as ingest conditioned the model's training data.
 
     INVALID_ARGUMENT, before any filtering, for a rate beyond `MAX_UPSAMPLING` or
-    `MAX_RATIO_TERM` times the model's, a signal shorter than the window, or forecast times past
-    the year 9999; while conditioning, for a gap too long or a rate no bounded ratio resamples
-    closely enough."""
+    `MAX_RATIO_TERM` times the model's, a signal shorter than the window, forecast times past
+    the year 9999, or a value no signal in its unit takes or the model's `valid_range` refuses
+    (`_readings`, module doc); while conditioning, for a gap too long or a rate no bounded ratio
+    resamples closely enough."""
     meta = _typed(metadata)
     channels, model_fs, input_steps = list(meta.channels), meta.fs, meta.input_steps
-    columns = _pick_channels(request.signal, channels)
+    picked = _pick_channels(request.signal, channels)
     if request.fs * MAX_UPSAMPLING < model_fs:
         raise invalid(
             f"'fs' of {request.fs!r} Hz is too low for a model sampled at {model_fs:g} Hz "
@@ -236,6 +264,9 @@ def make_window(request: ForecastRequest,
             f"({request.n_samples} samples at {request.fs:g} Hz)"
         )
     _signal_end(request, model_fs, meta.horizon)  # refuse before the model runs
+    units = meta.units or ("",) * len(channels)
+    columns = [_readings(sent, samples, unit, meta.valid_range)
+               for (sent, samples), unit in zip(picked, units, strict=True)]
     window = np.empty((input_steps, len(channels)), dtype=np.float32)
     for j, (name, samples) in enumerate(zip(channels, columns, strict=True)):
         # Only the tail (plus a margin for the filter and for a gap's neighbour) is conditioned:
@@ -264,25 +295,62 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:.4g} minutes"
 
 
-def _pick_channels(signal: Mapping[str, np.ndarray], channels: list[str]) -> list[np.ndarray]:
-    """The model's channels in order, matched exactly, then by ingest's alias table
-    (`models.channels`: case, spacing and MIMIC's spellings, e.g. `ABPMean` / `ABP Mean` for
-    `ABPMEAN`)."""
-    by_canonical = {canonical_name(name): arr for name, arr in signal.items()}
+def _pick_channels(signal: Mapping[str, np.ndarray], channels: list[str]
+                   ) -> list[tuple[str, np.ndarray]]:
+    """The model's channels in order as (name sent, samples), matched exactly, then by ingest's
+    alias table (`models.channels`: case, spacing and MIMIC's spellings, e.g. `ABPMean` /
+    `ABP Mean` for `ABPMEAN`)."""
+    by_canonical = {canonical_name(name): (name, arr) for name, arr in signal.items()}
     out, missing = [], []
     for name in channels:
-        arr = signal.get(name)
-        if arr is None:
-            arr = by_canonical.get(canonical_name(name))
-        if arr is None:
+        found = (name, signal[name]) if name in signal else by_canonical.get(
+            canonical_name(name))
+        if found is None:
             missing.append(name)
-        out.append(arr)
+        out.append(found)
     if missing:
         raise invalid(
             f"signal is missing channel(s) {missing}: the model needs {channels}, "
             f"got {sorted(signal)}"
         )
     return out
+
+
+def _readings(channel: str, samples: np.ndarray, unit: str,
+              valid_range: tuple[float, float] | None) -> np.ndarray:
+    """A channel's samples (float64, NaN = no reading) as the model reads them: INVALID_ARGUMENT
+    naming the channel and the first bad value for a value above the model's `valid_range`, one
+    outside its unit's plausible range (`models.units`) or one beyond float32; values at or
+    below the low end of `valid_range` become NaN (a copy: the request is not changed)."""
+    u = f" {unit}" if unit else ""  # "412.0 mmHg": a value with its unit, when known
+    if valid_range is not None:
+        low, high = valid_range
+        above = np.flatnonzero(samples > high)  # NaN compares False: no reading stays a gap
+        if above.size:
+            raise invalid(
+                f"channel {channel!r} holds {float(samples[above[0]])!r}{u}, above the "
+                f"{high:g}{u} this model takes; values at or below {low:g}{u} are read as no "
+                "reading"
+            )
+    bounds = plausible_range(unit)
+    if bounds is not None:
+        outside = np.flatnonzero((samples < bounds[0]) | (samples > bounds[1]))
+        if outside.size:
+            raise invalid(
+                f"channel {channel!r} holds {float(samples[outside[0]])!r}{u}, outside the "
+                f"plausible range {bounds[0]:g}..{bounds[1]:g} {unit} of any signal in {unit}"
+            )
+    huge = np.flatnonzero(np.abs(samples) > _FLOAT32_MAX)
+    if huge.size:
+        raise invalid(
+            f"channel {channel!r} holds {float(samples[huge[0]])!r}{u}, beyond the "
+            f"+-{_FLOAT32_MAX:.6g} a float32 input holds"
+        )
+    if valid_range is not None:
+        no_reading = samples <= valid_range[0]
+        if no_reading.any():
+            return np.where(no_reading, np.nan, samples)
+    return samples
 
 
 def make_forecast_response(
@@ -299,6 +367,7 @@ def make_forecast_response(
             raise invalid(f"model {model_name} has no 'forecast' output, only {sorted(outputs)}")
         forecast = next(iter(outputs.values()))
     forecast = np.asarray(forecast, dtype=np.float64).reshape(-1, len(targets))
+    _check_finite(model_name, version, "forecast", forecast)
     horizon = forecast.shape[0]
     doc: dict[str, Any] = {
         "model_name": model_name,
@@ -314,17 +383,32 @@ def make_forecast_response(
         q = np.asarray(outputs["quantiles"], dtype=np.float64).reshape(
             horizon, len(targets), len(levels)
         )
+        _check_finite(model_name, version, "quantiles", q)
         doc["quantiles"] = {
             f"{level:g}": {t: q[:, k, i].tolist() for k, t in enumerate(targets)}
             for i, level in enumerate(levels)
         }
     if meta.events:
-        doc["events"] = make_events(model_name, meta, outputs)
+        doc["events"] = make_events(model_name, meta, outputs, version)
     return doc
 
 
-def make_events(model_name: str, meta: VersionMetadata,
-                outputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+def _check_finite(model_name: str, version: int | None, what: str, values: np.ndarray) -> None:
+    """FAILED_PRECONDITION when a model output the answer quotes holds NaN or infinity: the
+    answer is a forecast or an error, never a 200 of `null`s (module doc)."""
+    if np.isfinite(values).all():
+        return
+    of = f"model {model_name}" if version is None else f"model {model_name} version {version}"
+    log.warning("%s produced a non-finite %s from a request that passed every check", of, what)
+    raise ServingError(
+        Code.FAILED_PRECONDITION,
+        f"{of} produced a non-finite {what} (NaN or infinity) from an input that passed every "
+        "check: this version cannot forecast this signal",
+    )
+
+
+def make_events(model_name: str, meta: VersionMetadata, outputs: Mapping[str, np.ndarray],
+                version: int | None = None) -> dict[str, dict[str, Any]]:
     """`{"<event>": {"probability", "alarm", "threshold", "horizon_min"}}` for each event the
     version warns of: the probability from its named output `(1, 1)`, the alarm at the
     threshold chosen on training records and stored with the version (`pulsecast.json`)."""
@@ -336,6 +420,7 @@ def make_events(model_name: str, meta: VersionMetadata,
                                f"model {model_name} declares event {name!r} but has no "
                                f"{entry['output']!r} output")
         probability = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+        _check_finite(model_name, version, f"{name} probability", np.float64(probability))
         threshold = float(entry["threshold"])
         events[name] = {"probability": round(probability, 6),
                         "alarm": bool(probability >= threshold),

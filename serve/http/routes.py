@@ -131,9 +131,9 @@ class Routes:
             return Outcome(200, SWAGGER_HTML.encode(), route="docs",
                            content_type=b"text/html; charset=utf-8")
         if self._openapi is None:
-            from serve.http.openapi import build_openapi
+            from serve.http.openapi import build_openapi, served_contracts
 
-            self._openapi = orjson.dumps(build_openapi())
+            self._openapi = orjson.dumps(build_openapi(models=served_contracts(self.v1.manager)))
         return Outcome(200, self._openapi, route="docs")
 
     def _docs_asset(self, path: str) -> Outcome:

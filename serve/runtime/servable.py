@@ -9,7 +9,10 @@ Two runtimes run `predict` (chosen at load, see `serve.runtime.load`):
   signatures use the SavedModel.
 
 Inputs are checked (aliases, output filter) and cast to the signature's dtypes first
-(`serve.runtime.signatures`); their shapes are the graph's to judge, as in TF Serving. Errors are
+(`serve.runtime.signatures`); their shapes are the graph's to judge, as in TF Serving, except a
+pulsecast model's window: a version with a `pulsecast.json` refuses a `serving_default` input of
+another shape than `(batch, input_steps, len(channels))`, naming both (`ModelWindow`), in
+`prepare_inputs`, which every protocol and both batchers go through. Errors are
 `ServingError`s carrying TF Serving's codes and texts (`specs/tf-serving.md` §1.3); a TensorFlow
 failure on a request is a 4xx, never a crash. TensorFlow is imported inside functions.
 """
@@ -26,9 +29,11 @@ import numpy as np
 from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
 from serve.runtime.signatures import (
+    ModelWindow,
     cast_input,
     check_aliases,
     check_output_filter,
+    check_window_shape,
     fits_declared_shapes,
     shape_text,
 )
@@ -80,6 +85,7 @@ class SavedModelServable:
         self.runtime = "savedmodel"
         self.signatures = signatures
         self.metadata = metadata
+        self.window = ModelWindow.of(metadata, signatures)  # None: not a pulsecast model
         self.warmup_records = 0
         self.load_seconds = 0.0
         self._loaded = loaded
@@ -120,11 +126,15 @@ class SavedModelServable:
     def prepare_inputs(
         self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str] = ()
     ) -> tuple[SignatureInfo, dict[str, np.ndarray]]:
-        """Validate a predict request and cast its inputs to the signature's dtypes."""
+        """Validate a predict request and cast its inputs to the signature's dtypes; a pulsecast
+        model's window input must have the window's shape (module doc)."""
         sig, _ = self._signature(signature_name)
         check_aliases(list(inputs), sig)
         check_output_filter(output_filter, sig)
-        return sig, {k: cast_input(k, v, sig.inputs[k]) for k, v in inputs.items()}
+        arrays = {k: cast_input(k, v, sig.inputs[k]) for k, v in inputs.items()}
+        if self.window is not None and sig.name == SIGNATURE_KEY:
+            check_window_shape(arrays, self.window, self.name, self.version)
+        return sig, arrays
 
     def predict(
         self, signature_name: str, inputs: Mapping[str, Any], output_filter: Sequence[str] = ()

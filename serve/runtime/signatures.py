@@ -9,18 +9,27 @@ whatever its shape (`predict_util.cc` checks aliases and output filters, the ses
 so a TF1 signature declaring x as [-1,1] answers x of shape [2,2] when its ops take it
 (`specs/tf-serving.md` §1.6). A shape the graph cannot take fails in the runtime, with its
 message. `fits_declared_shapes` only says whether a request suits a runtime compiled for the
-declared shapes (XLA). TensorFlow is imported inside functions.
+declared shapes (XLA).
+
+pulsecast's own models are the exception: a version with a `pulsecast.json` says the window its
+`serving_default` takes (`ModelWindow`: `(batch, input_steps, len(channels))` at `fs` Hz), so a
+request of another shape is refused before the graph sees it, naming both shapes
+(`check_window_shape`), instead of with an op's text that never says what the model wants
+(`indices[0] = 564 is not in [0, 501) [[{{node ...GatherV2_4}}]]`). Other SavedModels keep TF
+Serving's behaviour and texts. TensorFlow is imported inside functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.layout import SAVED_MODEL_FILES, SERVE_TAG
+from models.layout import SAVED_MODEL_FILES, SERVE_TAG, SIGNATURE_KEY
+from models.metadata import MetadataError, VersionMetadata
 from serve.errors import Code, ServingError, invalid
 from serve.types import SignatureInfo, TensorInfo
 from serve.wire.dtypes import dtype_word, from_numpy, numpy_dtype
@@ -141,3 +150,52 @@ def check_output_filter(output_filter: Sequence[str], sig: SignatureInfo) -> Non
         if alias in seen:
             raise invalid(f"duplicate output tensor alias: {alias}")
         seen.add(alias)
+
+
+@dataclass(frozen=True)
+class ModelWindow:
+    """The window a pulsecast model's `serving_default` takes: its one input `alias`, shape
+    `(batch, input_steps, len(channels))`, sampled at `fs` Hz."""
+
+    alias: str
+    input_steps: int
+    channels: tuple[str, ...]
+    fs: float
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, Any] | None,
+           signatures: Mapping[str, SignatureInfo]) -> ModelWindow | None:
+        """The window `pulsecast.json` (as read, untyped) declares for `serving_default`; None
+        for a SavedModel without one, one that breaks the contract, or whose signature is not a
+        single input of a shape that window fits (the graph then judges shapes, as for any
+        SavedModel)."""
+        sig = signatures.get(SIGNATURE_KEY)
+        if not metadata or sig is None or len(sig.inputs) != 1:
+            return None
+        try:
+            meta = VersionMetadata.from_dict(metadata)
+        except MetadataError:
+            return None
+        ((alias, info),) = sig.inputs.items()
+        want = (-1, meta.input_steps, len(meta.channels))
+        if info.shape is not None and (len(info.shape) != 3 or any(
+                d >= 0 and w >= 0 and d != w for d, w in zip(info.shape, want, strict=True))):
+            return None
+        return cls(alias, meta.input_steps, meta.channels, meta.fs)
+
+
+def check_window_shape(arrays: Mapping[str, np.ndarray], window: ModelWindow, model: str,
+                       version: int) -> None:
+    """INVALID_ARGUMENT naming the shape sent and the one taken when the window input is not
+    `(batch, input_steps, len(channels))`, e.g. `input 'signal' has shape [1, 564, 1]; model
+    ecg version 3 takes [batch, 500, 1] (500 samples at 125 Hz of ['II'])`."""
+    arr = arrays.get(window.alias)
+    n_channels = len(window.channels)
+    if arr is None or (arr.ndim == 3 and arr.shape[1:] == (window.input_steps, n_channels)):
+        return
+    sent = "[" + ", ".join(str(d) for d in arr.shape) + "]"
+    raise invalid(
+        f"input {window.alias!r} has shape {sent}; model {model} version {version} takes "
+        f"[batch, {window.input_steps}, {n_channels}] ({window.input_steps} samples at "
+        f"{window.fs:g} Hz of {list(window.channels)})"
+    )
