@@ -10,18 +10,20 @@ import time
 import numpy as np
 import pytest
 
-import models.conditioning as conditioning
+import models.resampling as resampling
 from models.conditioning import (
-    MAX_DRIFT,
-    FilterCache,
     GapTooLongError,
-    RatioTooCoarseError,
     condition_tail,
     fill_gaps,
     fill_short_gaps,
+    nan_runs,
+)
+from models.resampling import (
+    MAX_DRIFT,
+    FilterCache,
+    RatioTooCoarseError,
     finite_runs,
     lowpass_filter,
-    nan_runs,
     rational_ratio,
     resample_channel,
     resample_tail,
@@ -224,7 +226,7 @@ def test_ingest_is_never_bounded() -> None:
 
 def test_the_filter_cache_stays_under_its_byte_bound_whatever_the_ratios(monkeypatch) -> None:
     cache = FilterCache(max_bytes=1_000_000)
-    monkeypatch.setattr(conditioning, "FILTER_CACHE", cache)
+    monkeypatch.setattr(resampling, "FILTER_CACHE", cache)
     for down in range(2, 400):  # 320 B to 64 KB each, 13 MB in all
         h = lowpass_filter(1, down)
         assert h.shape == (20 * down + 1,)
@@ -236,7 +238,7 @@ def test_the_filter_cache_stays_under_its_byte_bound_whatever_the_ratios(monkeyp
 
 def test_a_filter_bigger_than_the_whole_cache_is_made_but_not_kept(monkeypatch) -> None:
     cache = FilterCache(max_bytes=10_000)
-    monkeypatch.setattr(conditioning, "FILTER_CACHE", cache)
+    monkeypatch.setattr(resampling, "FILTER_CACHE", cache)
     h = lowpass_filter(25, 72)  # 1,441 taps, 11.5 KB
     assert h.shape == (1441,) and len(cache) == 0 and cache.nbytes == 0
 

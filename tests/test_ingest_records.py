@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.conditioning import lowpass_filter, rational_ratio, resample_channel
+from models.resampling import lowpass_filter, rational_ratio, resample_channel
 from pipelines.ingest.headers import parse_header
 from pipelines.ingest.records import read_header
 from pipelines.ingest.samples import read_segment

@@ -9,7 +9,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from models.conditioning import fill_gaps, resample_channel
+from models.conditioning import fill_gaps
+from models.resampling import resample_channel
 from serve.errors import ServingError, not_found
 from serve.http import forecast as fc
 from serve.http.app import RestApp

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.conditioning import fill_short_gaps, resample_channel
+from models.conditioning import fill_short_gaps
+from models.resampling import resample_channel
 from pipelines.ingest.channels import match_channels
 from pipelines.ingest.quality import (
     RecordRules,

@@ -71,8 +71,9 @@ from pydantic import (
 from pydantic.types import FailFast
 
 from models.channels import canonical_name
-from models.conditioning import MAX_DRIFT, GapTooLongError, RatioTooCoarseError, condition_tail
+from models.conditioning import GapTooLongError, condition_tail
 from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
+from models.resampling import MAX_DRIFT, RatioTooCoarseError
 from models.units import plausible_range
 from serve.errors import Code, ServingError, invalid
 
