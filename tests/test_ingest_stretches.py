@@ -17,9 +17,10 @@ from pipelines.ingest.cohort import coverage_totals, ingest
 from pipelines.ingest.config import IngestConfig
 from pipelines.ingest.headers import parse_header
 from pipelines.ingest.per_record import ingest_record
-from pipelines.ingest.quality import RecordRules, find_still
+from pipelines.ingest.quality import RecordRules
 from pipelines.ingest.records import read_header
 from pipelines.ingest.samples import adc_limits
+from pipelines.ingest.stretches import find_still
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb on pandas 3
 

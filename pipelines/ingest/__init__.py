@@ -7,10 +7,11 @@ holds, is `pipelines.dataset.contract`: `manifest.parquet`, `signals/<record_id>
 - `records` + `headers`: the wfdb edge (find records, parse headers once); `samples`: read signal
   data and raw bytes.
 - `channels`, `assemble`: one record's channel plan, resampling to `fs` and the pieces it splits
-  into at long gaps (the rate ratio, resampling and gap filling themselves are
+  into at long gaps, still stretches cut as gaps and the time kept and dropped per cause (the
+  rate ratio, resampling and gap filling themselves are `models.resampling` and
   `models.conditioning`, shared with the server's `:forecast`); `validity`: which samples are
   readings (numerics' 0, `valid_range`) and the count of those set aside; `quality`: quality
-  flags and still-signal checks.
+  flags and whole-record checks; `stretches`: still stretches (one value, or at an ADC limit).
 - `config`: `IngestConfig`, and `ingest_config_from_recipe` (a recipe's `[data]` table -> the
   config; `pulsecast ingest --config` and `pulsecast train` both use it); `per_record`:
   `ingest_record`, one record -> manifest rows (picklable, read-only, so a process pool or Ray

@@ -16,7 +16,7 @@ The steps `pipelines.ingest.per_record.ingest_record` takes for one record, in o
 5. With the bad-input rule (`rules`: waveforms, `skip_unusable_channels`): a channel absent or
    flat over the kept pieces skips the record (`channel_absent_or_flat`, today's words); then
    `cut_still` sets every still stretch of at least `min_still_s` (a channel holding one value, or
-   at its ADC limits: `pipelines.ingest.quality.find_still`) to NaN, and the pieces are split
+   at its ADC limits: `pipelines.ingest.stretches.find_still`) to NaN, and the pieces are split
    again: a long still stretch is a gap like any other. A record is skipped only when a requested
    channel keeps no usable stretch of at least `min_duration_s` ("II: no usable stretch of at
    least 10 s: 31.2 h stuck at 0 mV, 4.2 min in pieces shorter than 10 s").
@@ -35,15 +35,10 @@ import numpy as np
 from models.conditioning import fill_short_gaps
 from models.resampling import resample_channel
 from pipelines.ingest.channels import match_channels
-from pipelines.ingest.quality import (
-    RecordRules,
-    channel_absent_or_flat,
-    find_still,
-    limits_that_hold,
-    still_range,
-)
+from pipelines.ingest.quality import RecordRules, channel_absent_or_flat
 from pipelines.ingest.records import RecordHeader
 from pipelines.ingest.samples import adc_limits, read_segment
+from pipelines.ingest.stretches import find_still, limits_that_hold, still_range
 from pipelines.ingest.validity import Readings, mark_invalid, no_valid_value
 
 MAX_UPSAMPLE = 10.0  # a channel may be upsampled at most this much (125 Hz -> 1250 Hz is fine)
@@ -262,7 +257,7 @@ def _levels(x: np.ndarray, mask: np.ndarray, levels: dict[float, int]) -> None:
 
 
 def cut_still(runs: list[Run], fs: float, rules: RecordRules) -> Cut:
-    """Set every still stretch of `runs` (`pipelines.ingest.quality.find_still`, at least
+    """Set every still stretch of `runs` (`pipelines.ingest.stretches.find_still`, at least
     `rules.min_still_s`) to NaN, in place; say what was cut.
 
     "One value" is judged against each channel's range over the whole record (its ADC limits left
