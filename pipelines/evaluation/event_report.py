@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.atomic import atomic_write
 from pipelines.evaluation.event_cases import LEFT_OUT_REASONS
 from pipelines.evaluation.event_plots import (
     fmt_interval,
@@ -32,6 +31,7 @@ from pipelines.evaluation.event_plots import (
     plot_trend_error,
 )
 from pipelines.evaluation.events import EventEvaluation, ScoredCases
+from pipelines.evaluation.report import ReportFiles
 
 _TITLES = {"t0": "T0 cases (the challenge's forecast origin)",
            "early": "cut points 60, 120, 180 min before T0",
@@ -216,18 +216,8 @@ def _calibration_figure(result: EventEvaluation, kind: str):
 def write_event_report(result: EventEvaluation, out_dir: str | Path) -> dict[str, str]:
     """Write events.json, events.md, event_cases.csv and the PNGs into `out_dir`; returns
     file name -> path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-
-    def text(name: str, content: str) -> None:
-        atomic_write(out / name, lambda p: p.write_text(content, encoding="utf-8"))
-        written[name] = str(out / name)
-
-    def png(name: str, fig) -> None:
-        atomic_write(out / name, lambda p: fig.savefig(p, format="png"))
-        written[name] = str(out / name)
-
+    files = ReportFiles(out_dir)
+    text, png = files.text, files.png
     text("events.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     text("events.md", render_event_markdown(result))
     text("event_cases.csv", cases_table(result).to_csv(index=False))
@@ -245,4 +235,4 @@ def write_event_report(result: EventEvaluation, out_dir: str | Path) -> dict[str
     if kind in result.scored:
         for name, row in typical_rows(result.scored[kind]).items():
             png(f"fan_{kind}_{name}.png", fan_figure(result, kind, row))
-    return written
+    return files.written

@@ -26,7 +26,6 @@ nothing here touches disk.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -51,7 +50,7 @@ from pipelines.evaluation.event_scores import (
     fit_map_alone,
     score_warning,
 )
-from pipelines.evaluation.metrics import Evaluation, compute_evaluation
+from pipelines.evaluation.metrics import Evaluation, compute_evaluation, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ class EventEvaluation:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; NaN becomes None. Units are in the names (mmhg, min, h)."""
         s = self.settings
-        return _json_safe({
+        return json_safe({
             "model_version": self.model_version,
             "event": s.rule.name,
             "horizon_min": s.rule.horizon_min,
@@ -228,18 +227,6 @@ def _trends_dict(e: Evaluation, s: EventSettings) -> dict[str, Any]:
     if "pinball" in q:
         out["pinball_mmhg"] = dict(q["pinball"])
     return out
-
-
-def _json_safe(value: object) -> object:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    return value
 
 
 def _run_model(forecaster: Forecaster, cases: Cases, horizon: int) -> dict[str, np.ndarray]:

@@ -147,7 +147,7 @@ class Evaluation:
         model = self.model.to_dict()
         model.update(self.quantile_metrics)
         ci_cm = self.skill_vs_cycle_median_ci95
-        return _json_safe(
+        return json_safe(
             {
                 "model": model,
                 "baselines": {name: s.to_dict() for name, s in self.baselines.items()},
@@ -175,15 +175,16 @@ class Evaluation:
         )
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
+    """`value` with plain JSON types: numpy scalars as Python ones, NaN and inf as None."""
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
     return value
 
 

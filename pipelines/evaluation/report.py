@@ -217,24 +217,32 @@ def _plot_examples(examples: ForecastExamples, units: tuple[str, ...] = (),
     return fig
 
 
+class ReportFiles:
+    """A report's files, each written atomically into one folder (made if missing);
+    `written` maps each file name to its path."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.written: dict[str, str] = {}
+
+    def text(self, name: str, content: str) -> None:
+        atomic_write(self.out / name, lambda p: p.write_text(content, encoding="utf-8"))
+        self.written[name] = str(self.out / name)
+
+    def png(self, name: str, fig) -> None:
+        atomic_write(self.out / name, lambda p: fig.savefig(p, format="png"))
+        self.written[name] = str(self.out / name)
+
+
 def write_report(
     result: Evaluation,
     out_dir: str | Path,
     examples: ForecastExamples | None = None,
 ) -> dict[str, str]:
     """Write evaluation.json, evaluation.md and the PNGs into `out_dir`; returns name -> path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-
-    def text(name: str, content: str) -> None:
-        atomic_write(out / name, lambda p: p.write_text(content, encoding="utf-8"))
-        written[name] = str(out / name)
-
-    def png(name: str, fig) -> None:
-        atomic_write(out / name, lambda p: fig.savefig(p, format="png"))
-        written[name] = str(out / name)
-
+    files = ReportFiles(out_dir)
+    text, png = files.text, files.png
     text("evaluation.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     text("evaluation.md", render_markdown(result))
     png("error_by_step.png", _plot_error_by_step(result))
@@ -243,4 +251,4 @@ def write_report(
     if result.records:
         png("records.png", plot_records(result, examples if examples is not None
                                         and examples.labels else None))
-    return written
+    return files.written
