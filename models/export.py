@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from models.layout import INPUT_KEY, SERVE_TAG, SIGNATURE_KEY, WARMUP_RELPATH
-from models.metadata import VersionMetadata, write_metadata, write_metadata_json
+from models.metadata import VersionMetadata, write_metadata, write_pulsecast_json
 from models.verify import ExportVerificationError as ExportVerificationError  # re-exported
 from models.verify import run_cpu_child
 from models.verify import verify_savedmodel as verify_savedmodel  # re-exported
@@ -198,7 +198,7 @@ def export_savedmodel(
     if isinstance(metadata, VersionMetadata):
         write_metadata(path, metadata.replace(**stamps))
     else:  # a partial document (tests, SavedModels for other tools): written as given
-        write_metadata_json(path, {**dict(metadata), **stamps})
+        write_pulsecast_json(path, {**dict(metadata), **stamps})
     return path
 
 

@@ -24,8 +24,10 @@ object, indented, keys sorted, no NaN or infinity. `VersionMetadata` is its type
 A missing required key or a value of the wrong type is a `MetadataError` (a `ValueError`) naming
 the key and the value. Reading an older file and writing it back adds the always-written keys
 it lacked, as `null` or empty; nothing read is lost. SavedModels that pulsecast did not make have
-no `pulsecast.json` (`read_metadata` gives None); partial documents (tests, other tools) go
-through `read_metadata_json` / `write_metadata_json`, the same file format untyped.
+no `pulsecast.json` (`read_metadata` gives None). `read_metadata` is the one reader of a
+version's metadata; beneath it `read_pulsecast_json` / `write_pulsecast_json` are the file format
+itself, untyped, for the few callers that must take a document the typed contract refuses: the
+server loads such a version and answers `:forecast` with the reason, `pulsecast models` lists it.
 """
 
 from __future__ import annotations
@@ -259,7 +261,7 @@ def metadata_path(version_dir: str | Path) -> Path:
     return Path(version_dir) / METADATA_RELPATH
 
 
-def read_metadata_json(version_dir: str | Path) -> dict[str, Any]:
+def read_pulsecast_json(version_dir: str | Path) -> dict[str, Any]:
     """The `pulsecast.json` of a version folder as a plain dict, untyped.
 
     `FileNotFoundError` when absent; `MetadataError` naming the file when it is not valid JSON or
@@ -280,7 +282,7 @@ def read_metadata(version_dir: str | Path) -> VersionMetadata | None:
     """The typed `pulsecast.json` of a version folder; None when the folder has none (a
     SavedModel pulsecast did not make). `MetadataError` when it breaks the contract."""
     try:
-        doc = read_metadata_json(version_dir)
+        doc = read_pulsecast_json(version_dir)
     except FileNotFoundError:
         return None
     try:
@@ -289,7 +291,7 @@ def read_metadata(version_dir: str | Path) -> VersionMetadata | None:
         raise MetadataError(f"{metadata_path(version_dir)}: {exc}") from exc
 
 
-def write_metadata_json(version_dir: str | Path, doc: Mapping[str, Any]) -> Path:
+def write_pulsecast_json(version_dir: str | Path, doc: Mapping[str, Any]) -> Path:
     """Write a plain document as a version's `pulsecast.json` (creating `assets.extra/`).
 
     The one file format: indent 2, sorted keys, a final newline; NaN or infinity is a
@@ -306,4 +308,4 @@ def write_metadata(version_dir: str | Path, meta: VersionMetadata) -> Path:
     """Write `meta` as the version's `pulsecast.json`; returns its path."""
     if not isinstance(meta, VersionMetadata):
         raise TypeError(f"meta must be a VersionMetadata, got {type(meta).__name__}")
-    return write_metadata_json(version_dir, meta.to_dict())
+    return write_pulsecast_json(version_dir, meta.to_dict())

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from models.layout import scan_versions, version_dir_name
-from models.metadata import MetadataError, read_metadata_json
+from models.metadata import MetadataError, read_pulsecast_json
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ def validate_model_name(model_name: str) -> str:
             f"model_name must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}, got {model_name!r}"
         )
     return model_name
+
+
+# Where `pulsecast train` publishes and every command looks unless told otherwise (`--model-store`).
+DEFAULT_MODEL_STORE = Path("data/model_store")
 
 
 def model_base_path(model_store: str | Path, model_name: str) -> Path:
@@ -98,19 +102,6 @@ def version_path(base: str | Path, version: int) -> Path:
     if found is None:
         raise FileNotFoundError(f"version {version} not found under {base} (no folder {path})")
     return found
-
-
-def read_metadata(version_dir: str | Path) -> dict:
-    """`assets.extra/pulsecast.json` of one version folder, as a plain dict (untyped: partial
-    documents are fine here; `models.metadata.read_metadata` gives the typed form).
-
-    `FileNotFoundError` when absent (a SavedModel pulsecast did not make); `ModelStoreError` naming
-    the file when it is not a JSON object.
-    """
-    try:
-        return read_metadata_json(version_dir)
-    except MetadataError as exc:
-        raise ModelStoreError(str(exc)) from exc
 
 
 def publish(base: str | Path, build_fn: Callable[[Path], object]) -> tuple[int, Path]:
@@ -235,8 +226,8 @@ def read_version_infos(base: str | Path) -> list[VersionInfo]:
     infos = []
     for version, path in sorted(_scan_or_empty(base).items()):
         try:
-            meta: dict | None = read_metadata(path)
-        except (FileNotFoundError, ModelStoreError):
+            meta: dict | None = read_pulsecast_json(path)
+        except (FileNotFoundError, MetadataError):
             meta = None
         info = make_version_info(version, meta)
         if info.created is None:

@@ -21,6 +21,7 @@ from models.export import (
     find_gpu_only_ops,
     verify_savedmodel,
 )
+from models.metadata import read_pulsecast_json
 
 STEPS, HORIZON = 16, 8
 
@@ -90,7 +91,7 @@ def test_serving_default_takes_signal_and_returns_predict_numbers(exported) -> N
 @pytest.mark.slow
 def test_metadata_json_holds_the_callers_fields_versions_and_signature(exported) -> None:
     path = exported[0]
-    meta = store.read_metadata(path)
+    meta = read_pulsecast_json(path)
 
     assert meta["fs"] == 125.0 and meta["targets"] == ["II"]
     assert {"exported_at", "keras_version", "tensorflow_version"} <= set(meta)

@@ -11,9 +11,9 @@ from models.metadata import (
     MetadataError,
     VersionMetadata,
     read_metadata,
-    read_metadata_json,
+    read_pulsecast_json,
     write_metadata,
-    write_metadata_json,
+    write_pulsecast_json,
 )
 
 
@@ -143,22 +143,22 @@ def test_written_and_read_back_through_the_version_folder(tmp_path: Path) -> Non
     text = path.read_text(encoding="utf-8")
     assert text.endswith("}\n") and text.index('"channels"') < text.index('"fs"')  # sorted
     assert read_metadata(tmp_path) == meta
-    assert read_metadata_json(tmp_path) == _published()
+    assert read_pulsecast_json(tmp_path) == _published()
 
 
 def test_a_folder_without_pulsecast_json_has_no_metadata(tmp_path: Path) -> None:
     assert read_metadata(tmp_path) is None
     with pytest.raises(FileNotFoundError):
-        read_metadata_json(tmp_path)
+        read_pulsecast_json(tmp_path)
 
 
 def test_a_broken_file_is_named(tmp_path: Path) -> None:
-    write_metadata_json(tmp_path, {"channels": ["II"]})
+    write_pulsecast_json(tmp_path, {"channels": ["II"]})
     with pytest.raises(MetadataError, match=r"pulsecast.json: .*missing required key 'fs'"):
         read_metadata(tmp_path)
     (tmp_path / "assets.extra" / "pulsecast.json").write_text("[1, 2]")
     with pytest.raises(MetadataError, match="pulsecast.json must hold a JSON object, got list"):
-        read_metadata_json(tmp_path)
+        read_pulsecast_json(tmp_path)
     (tmp_path / "assets.extra" / "pulsecast.json").write_text("{")
     with pytest.raises(MetadataError, match="is not valid JSON"):
         read_metadata(tmp_path)
@@ -226,7 +226,7 @@ def test_event_thresholds_are_written_and_read_back_through_the_version_folder(
     meta = VersionMetadata(channels=("ABPMEAN",), fs=1 / 60, input_steps=120, horizon=60,
                            targets=("ABPMEAN",), events=_ahe())
     write_metadata(tmp_path, meta)
-    assert read_metadata_json(tmp_path)["events"] == _ahe()
+    assert read_pulsecast_json(tmp_path)["events"] == _ahe()
     assert read_metadata(tmp_path) == meta
 
 
@@ -236,10 +236,10 @@ def test_a_valid_range_round_trips_and_a_version_without_one_writes_the_same_byt
     meta = VersionMetadata.from_dict(doc)
     assert meta.valid_range == (10.0, 300.0) and meta.to_dict() == doc
     write_metadata(tmp_path / "with", meta)
-    assert read_metadata_json(tmp_path / "with")["valid_range"] == [10.0, 300.0]
+    assert read_pulsecast_json(tmp_path / "with")["valid_range"] == [10.0, 300.0]
     assert read_metadata(tmp_path / "with") == meta
     # a file written before the field existed loads, and is written back byte for byte
-    write_metadata_json(tmp_path / "old", _published())
+    write_pulsecast_json(tmp_path / "old", _published())
     before = (tmp_path / "old" / "assets.extra" / "pulsecast.json").read_bytes()
     old = read_metadata(tmp_path / "old")
     assert old is not None and old.valid_range is None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models.metadata import read_pulsecast_json
 from models.store import (
     ModelStoreError,
     format_versions_table,
@@ -16,7 +17,6 @@ from models.store import (
     model_base_path,
     next_version,
     publish,
-    read_metadata,
     read_version_infos,
     validate_model_name,
 )
@@ -57,7 +57,7 @@ def test_publish_stages_then_renames_to_the_next_number(tmp_path: Path) -> None:
 
     assert (version, path) == (5, tmp_path / "5")
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".5.staging-")
-    assert read_metadata(path) == {"dataset_sha256": "abc"}
+    assert read_pulsecast_json(path) == {"dataset_sha256": "abc"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["4", "5"]
 
 
@@ -139,13 +139,6 @@ def test_bad_model_names_are_rejected_naming_the_value(name: str) -> None:
 def test_good_model_names_make_a_base_path_under_the_store(tmp_path: Path) -> None:
     assert validate_model_name("ecg_lstm-v2.1") == "ecg_lstm-v2.1"
     assert model_base_path(tmp_path, "ecg") == tmp_path / "ecg"
-
-
-def test_read_metadata_names_a_file_that_is_not_a_json_object(tmp_path: Path) -> None:
-    (tmp_path / "assets.extra").mkdir()
-    (tmp_path / "assets.extra" / "pulsecast.json").write_text("[1, 2]")
-    with pytest.raises(ModelStoreError, match="pulsecast.json must hold a JSON object, got list"):
-        read_metadata(tmp_path)
 
 
 def test_versions_table_shows_metrics_sha_and_parent(tmp_path: Path) -> None:

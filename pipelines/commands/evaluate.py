@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from models.store import DEFAULT_MODEL_STORE
+
 HELP = "score a published model version against baselines on a dataset split"
 
 
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", required=True, help="the model to score")
     parser.add_argument("--version", type=int,
                         help="the version to score (default: the highest version)")
-    parser.add_argument("--model-store", default="data/model_store",
+    parser.add_argument("--model-store", default=str(DEFAULT_MODEL_STORE),
                         help="folder with one sub-folder per model (default data/model_store)")
     parser.add_argument("--dataset", required=True, help="dataset folder (from pulsecast ingest)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"),

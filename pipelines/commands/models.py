@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from models.store import DEFAULT_MODEL_STORE
+
 HELP = "list published model versions by test set (when published, lineage, MAE, skill)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", help="one model (default: every model in the store)")
-    parser.add_argument("--model-store", default="data/model_store",
+    parser.add_argument("--model-store", default=str(DEFAULT_MODEL_STORE),
                         help="folder with one sub-folder per model (default data/model_store)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead "
                                                             "of a table")
@@ -56,13 +58,14 @@ def run(args: argparse.Namespace) -> int:
 def read_version_docs(base: Path) -> list[tuple[int, dict | None, Path]]:
     """(version, its `pulsecast.json` as a dict or None, folder) for every version, ascending."""
     from models import store
+    from models.metadata import MetadataError, read_pulsecast_json
 
     docs = []
     for version in store.list_versions(base):
         path = store.version_path(base, version)
         try:
-            meta: dict | None = store.read_metadata(path)
-        except (FileNotFoundError, store.ModelStoreError):
+            meta: dict | None = read_pulsecast_json(path)
+        except (FileNotFoundError, MetadataError):
             meta = None
         docs.append((version, meta, path))
     return docs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.store import DEFAULT_MODEL_STORE
 from pipelines.cli import add_alias
 
 HELP = "ingest new records, train a challenger, publish it only if it beats the champion"
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records-dir", metavar="DIR",
                         help="folder of new WFDB records, searched recursively (required)")
     add_alias(parser, "--records", "records_dir")
-    parser.add_argument("--model-store", default="data/model_store",
+    parser.add_argument("--model-store", default=str(DEFAULT_MODEL_STORE),
                         help="folder with one sub-folder per model (default data/model_store)")
     parser.add_argument("--config", help="TOML recipe replacing the champion's own (default: the "
                                          "champion's recipe)")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.store import DEFAULT_MODEL_STORE
+
 HELP = "serve an earlier version again: re-publish version N as the newest (history kept)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", required=True, help="the model to roll back")
     parser.add_argument("--to", type=int, required=True, help="the version to serve again")
-    parser.add_argument("--model-store", default="data/model_store",
+    parser.add_argument("--model-store", default=str(DEFAULT_MODEL_STORE),
                         help="folder with one sub-folder per model (default data/model_store)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document (model_name, from_version, to_version, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.store import DEFAULT_MODEL_STORE
 from pipelines.cli import add_alias
 
 HELP = "train a recipe: ingest if needed, fit, evaluate against baselines, publish a version"
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "(default: the recipe's [data] raw)")
     parser.add_argument("--model-name", help="name to publish under (default: the recipe's name)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's [train] epochs)")
-    parser.add_argument("--model-store", default="data/model_store",
+    parser.add_argument("--model-store", default=str(DEFAULT_MODEL_STORE),
                         help="folder with one sub-folder per model (default data/model_store)")
     parser.add_argument("--out", help="run folder: checkpoints, history and reports "
                                       "(default runs/<name>)")

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.store import DEFAULT_MODEL_STORE
 from pipelines.config import Recipe, load_recipe, with_overrides
 from pipelines.dataset.contract import Dataset
 from pipelines.dataset.drift import DriftReport, compute_drift
@@ -61,7 +62,7 @@ EVAL_PARTS = ("held_out", "old_test")
 class RetrainConfig:
     model_name: str
     records: Path  # folder of new WFDB records
-    model_store: Path = Path("data/model_store")
+    model_store: Path = DEFAULT_MODEL_STORE
     config: Path | None = None  # a recipe replacing the champion's
     dataset: Path | None = None  # default: the dataset named in the champion's metadata
     from_scratch: bool = False

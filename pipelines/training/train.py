@@ -29,6 +29,7 @@ import numpy as np
 
 from models.layout import KERAS_RELPATH
 from models.metadata import VersionMetadata
+from models.store import DEFAULT_MODEL_STORE
 from pipelines.config import Recipe
 from pipelines.dataset.contract import Dataset, load_dataset
 from pipelines.dataset.splits import SPLIT_NAMES, SplitError, check_cohort_splits
@@ -234,7 +235,7 @@ def _resume_state(run_dir: Path) -> tuple[Any, int]:
     return keras.saving.load_model(last), done
 
 
-def train(recipe: Recipe, *, model_store: Path = Path("data/model_store"), raw: Path | None = None,
+def train(recipe: Recipe, *, model_store: Path = DEFAULT_MODEL_STORE, raw: Path | None = None,
           run_dir: Path | None = None, resume: bool = False, publish: bool = True,
           strategy: str = "default") -> TrainResult:
     """Run the whole pipeline for one recipe; returns what was published (if anything).

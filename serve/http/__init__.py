@@ -4,7 +4,8 @@
     routes.py      every route: the URL grammar and which handler answers
     tf_serving.py  the /v1 handlers: predict, classify, regress, status, metadata, :forecast
     kserve.py      the /v2 routes (Open Inference Protocol)
-    forecast.py    :forecast's body (a pydantic model), window and response
+    forecast.py    :forecast's window (values checked, conditioned as ingest did) and answer
+    forecast_body.py  :forecast's request body (a pydantic model) and its 400s
     plumbing.py    shared by all routes: HttpError, Outcome, bearer auth, body limits, workers
     openapi.py     /openapi.json and /docs
     timeouts.py    uvicorn's HTTP protocol with header and body read deadlines (slow clients)

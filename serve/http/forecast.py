@@ -1,12 +1,8 @@
 """The people-facing `:forecast` request: a raw signal at any rate in, the model's window out.
 
-Pure numpy/scipy/pydantic, no I/O. A request body is `ForecastBody` (also its OpenAPI schema):
-
-    {"signal": {"II": [...], "V": [...]}, "fs": 360, "start_time": "2024-01-01T10:00:00Z"?,
-     "max_gap_s": 0.5?}
-
-in physical units, `null`/NaN for missing samples; other keys are ignored. The model's contract
-comes from its `pulsecast.json` (`channels`, `fs`, `input_steps`, `horizon`, `targets`,
+Pure numpy/scipy, no I/O. The request body and its validation are `serve.http.forecast_body`
+(`ForecastBody`, `parse_forecast_request`: the JSON in, a `ForecastRequest` out). The model's
+contract comes from its `pulsecast.json` (`channels`, `fs`, `input_steps`, `horizon`, `targets`,
 `units`/`target_units`, `quantiles`, `valid_range`; `models.metadata`).
 
 Values are read as ingest read the model's training data, and impossible ones are refused before
@@ -50,25 +46,11 @@ INTERNAL (500), since nothing failed in the server and sending it again gives th
 from __future__ import annotations
 
 import logging
-import math
-import reprlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    ValidationError,
-    model_validator,
-)
-from pydantic.types import FailFast
 
 from models.channels import canonical_name
 from models.conditioning import GapTooLongError, condition_tail
@@ -76,11 +58,15 @@ from models.metadata import REQUIRED_KEYS, MetadataError, VersionMetadata
 from models.resampling import MAX_DRIFT, RatioTooCoarseError
 from models.units import plausible_range
 from serve.errors import Code, ServingError, invalid
+from serve.http.forecast_body import (  # noqa: F401  (re-exported: callers use one module)
+    DEFAULT_MAX_GAP_S,
+    ForecastBody,
+    ForecastRequest,
+    parse_forecast_request,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_GAP_S = 0.5
-MAX_FS = 1_000_000.0
 # Upsampling a signal more than this is guessing, and the polyphase filter grows with the factor.
 MAX_UPSAMPLING = 100
 # The largest term of a resampling ratio (and so the most downsampling): the filter has
@@ -90,125 +76,10 @@ MAX_UPSAMPLING = 100
 # samples) and one random rate in five of 1.25 Hz - 125 kHz; 5000 places all of them within
 # 0.04 samples (refusing a few in 1000 near its 5000x downsampling limit).
 MAX_RATIO_TERM = 5000
-MAX_SAMPLES_PER_CHANNEL = 10_000_000
 # Extra input kept before the window so the resampling filter's start-up transient falls outside.
 _FILTER_MARGIN_S = 1.0
 # The model's input is float32: a larger value would reach it as infinity.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _no_infinity(values: list[float | None]) -> list[float | None]:
-    if any(v is not None and math.isinf(v) for v in values):
-        raise ValueError("holds an infinite value")
-    return values
-
-
-def _iso_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"'start_time' must be an ISO 8601 string, got {value!r:.40}")
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"'start_time' must be an ISO 8601 time, got {value!r:.40}") from None
-
-
-# JSON numbers and null only (strict: "1.5" and true are not numbers); the first bad one is
-# reported (fail fast: a 10-million-sample body yields one error, not millions).
-Samples = Annotated[
-    list[StrictFloat | None], FailFast(),
-    Field(min_length=1, max_length=MAX_SAMPLES_PER_CHANNEL), AfterValidator(_no_infinity),
-]
-
-
-class ForecastBody(BaseModel):
-    """The `:forecast` request body, as validated and as the OpenAPI document describes it."""
-
-    model_config = ConfigDict(frozen=True)  # other keys (a client's own ids) are ignored
-
-    signal: dict[str, Samples] = Field(
-        min_length=1,
-        description="channel -> samples in physical units; null for missing samples")
-    fs: StrictFloat = Field(gt=0, le=MAX_FS, allow_inf_nan=False,
-                            description="sampling rate of `signal` in Hz")
-    max_gap_s: StrictFloat = Field(DEFAULT_MAX_GAP_S, ge=0, allow_inf_nan=False,
-                                   description="longest gap filled linearly, in seconds")
-    start_time: Annotated[datetime | None, BeforeValidator(_iso_time)] = Field(
-        None, description="ISO 8601 time of the first sample")
-
-    @model_validator(mode="after")
-    def _same_length(self) -> ForecastBody:
-        lengths = {name: len(values) for name, values in self.signal.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(
-                f"every channel of 'signal' must have the same length, got {lengths}")
-        return self
-
-
-@dataclass(frozen=True)
-class ForecastRequest:
-    """A validated `:forecast` body: `signal` maps channel -> float64 samples (NaN = missing)."""
-
-    signal: dict[str, np.ndarray]
-    fs: float
-    start_time: datetime | None
-    max_gap_s: float
-
-    @property
-    def n_samples(self) -> int:
-        return len(next(iter(self.signal.values())))
-
-
-def parse_forecast_request(doc: Mapping[str, Any]) -> ForecastRequest:
-    """Validate a parsed `:forecast` body (`ForecastBody`); raises INVALID_ARGUMENT naming the
-    bad field and value (the first one, in the order signal, fs, max_gap_s, start_time, then
-    each channel's samples)."""
-    try:
-        body = ForecastBody.model_validate(doc)
-    except ValidationError as err:
-        raise invalid(_first_error_text(err)) from None
-    signal = {name: np.array(values, dtype=np.float64)  # null -> NaN
-              for name, values in body.signal.items()}
-    return ForecastRequest(signal, float(body.fs), body.start_time, float(body.max_gap_s))
-
-
-_FIELD_ORDER = {"fs": 1, "max_gap_s": 2, "start_time": 3}
-
-
-def _first_error_text(err: ValidationError) -> str:
-    """The text of the error the body is refused for, naming the field and the bad value."""
-    errors = err.errors(include_url=False)
-
-    def rank(e: dict) -> int:
-        loc = e["loc"]
-        if not loc:
-            return 5  # the model-level check: it ran only because every field was valid
-        if loc[0] == "signal":
-            return 0 if len(loc) == 1 else 4
-        return _FIELD_ORDER.get(str(loc[0]), 5)
-
-    e = min(errors, key=rank)
-    loc, value = e["loc"], None if e["type"] == "missing" else e.get("input")
-    if e["type"] == "value_error" and len(loc) != 2:  # our own checks word their texts
-        return str(e["ctx"]["error"])
-    if loc == ("signal",):
-        return "'signal' must be an object of channel name -> list of samples"
-    if loc == ("fs",):
-        return (f"'fs' must be a positive number of samples per second up to {MAX_FS:g}, "
-                f"got {value!r:.40}")
-    if loc == ("max_gap_s",):
-        return f"'max_gap_s' must be a number >= 0, got {value!r:.40}"
-    channel = loc[1]
-    if len(loc) > 2:
-        return (f"channel {channel!r} must hold numbers or null, got {type(value).__name__} "
-                f"{reprlib.repr(value):.40}")  # reprlib: a 1000-deep list must not recurse
-    if e["type"] == "too_long":
-        return (f"channel {channel!r} has {len(value)} samples, more than "
-                f"{MAX_SAMPLES_PER_CHANNEL}")
-    if e["type"] == "value_error":
-        return f"channel {channel!r} holds an infinite value"
-    return f"channel {channel!r} must be a non-empty list of numbers"
 
 
 def check_metadata(model_name: str, metadata: Mapping[str, Any] | None) -> VersionMetadata:

@@ -131,7 +131,7 @@ def build_openapi(models: Mapping[str, Mapping[str, Any] | None] | None = None
     from fastapi import FastAPI
     from pydantic import BaseModel, Field
 
-    from serve.http.forecast import ForecastBody
+    from serve.http.forecast_body import ForecastBody
 
     examples = {name: ex for name, meta in sorted((models or {}).items())
                 if (ex := forecast_example(name, meta or {})) is not None}

@@ -21,6 +21,7 @@ import orjson
 from models.layout import SIGNATURE_KEY
 from serve.errors import Code, ServingError, invalid
 from serve.http import forecast as forecast_mod
+from serve.http.forecast_body import parse_forecast_request
 from serve.http.plumbing import Outcome, Workers, model_ref
 from serve.wire import json_tensor as jt
 
@@ -113,7 +114,7 @@ class TfServingHandlers:
     def forecast(self, name: str, version: int | None, label: str | None,
                  body: bytes) -> Outcome:
         """:forecast: the request's signal as the model's window, its forecast with times."""
-        request = forecast_mod.parse_forecast_request(jt.parse_json(body))
+        request = parse_forecast_request(jt.parse_json(body))
         with self.manager.acquire(name, version, label) as servable:
             metadata = forecast_mod.check_metadata(name, servable.metadata)
             window = forecast_mod.make_window(request, metadata)

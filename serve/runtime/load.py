@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from models.layout import SAVED_MODEL_FILES, SERVE_TAG
-from models.metadata import MetadataError, read_metadata_json
+from models.metadata import MetadataError, read_pulsecast_json
 from serve.errors import Code, ServingError
 from serve.runtime import RUNTIMES, LoadError
 from serve.runtime.servable import SavedModelServable
@@ -32,7 +32,7 @@ def _read_metadata(path: Path) -> dict | None:
     """The version's `pulsecast.json` as read (untyped: `:forecast` types it when it needs it),
     or None when it has none or it cannot be read (logged)."""
     try:
-        return read_metadata_json(path)
+        return read_pulsecast_json(path)
     except FileNotFoundError:
         return None
     except (OSError, MetadataError) as err:
