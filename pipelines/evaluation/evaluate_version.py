@@ -136,7 +136,7 @@ def evaluate_version(model_store: Path, model_name: str, version: int | None, da
     write_evaluation(result, examples, out_dir)
     out = result.to_dict()
     if meta.events:  # a warning recipe: the event report beside the forecast's
-        from pipelines.training.train import recipe_event_evaluation
+        from pipelines.evaluation.event_dataset import recipe_event_evaluation
 
         out["events"] = recipe_event_evaluation(
             load_serving_forecaster(vdir), recipe, dataset, meta.events, out_dir / "events",

@@ -7,18 +7,26 @@ signals, and T0 and group labels from the dataset's `labels.csv`), runs
 AR; the warning against MAP alone, both fitted on the training split only), writes the report
 (`event_report.write_event_report`) and returns the report's JSON form plus `summary`, the few
 figures a version's metadata and the promotion gate read (`summarize_events`).
+`recipe_event_evaluation` does all that with a recipe's settings and returns the summary.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.evaluation.baselines import RidgeAR
 from pipelines.evaluation.event_cases import read_map_records
 from pipelines.evaluation.event_report import write_event_report
 from pipelines.evaluation.events import EventSettings, Forecaster, evaluate_events
+
+if TYPE_CHECKING:
+    from pipelines.config import Recipe
+    from pipelines.dataset.contract import Dataset
+
+log = logging.getLogger(__name__)
 
 
 def event_settings(quantiles: tuple[float, ...], fill_gap_s: float, ridge_lags: int,
@@ -69,3 +77,22 @@ def evaluate_dataset_events(forecaster: Forecaster, dataset: Any, input_steps: i
     report = result.to_dict()
     report["summary"] = summarize_events(report)
     return report
+
+
+def recipe_event_evaluation(forecaster, recipe: Recipe, dataset: Dataset,
+                            events: Mapping[str, Mapping], out_dir: Path,
+                            split: str = "test", ridge=None) -> dict[str, Any]:
+    """The headline figures of the event evaluation on `split`, with the recipe's quantiles, gap
+    filling, ridge lags and seed, at the version's threshold (`events`, as in pulsecast.json);
+    the full report, pictures included, is written into `out_dir`."""
+    (name, entry), = events.items()  # one event per recipe: the AHE
+    settings = event_settings(tuple(recipe.model.get("quantiles", [])), recipe.data.fill_gap_s,
+                              recipe.evaluate.ridge_lags, recipe.train.seed)
+    report = evaluate_dataset_events(forecaster, dataset, recipe.window.input_steps,
+                                     float(entry["threshold"]), settings, out_dir, split=split,
+                                     target=recipe.window.targets[0], ridge=ridge)
+    summary = report["summary"]
+    t0 = summary.get("t0", {})
+    log.info("%s warning at T0 on %s: model %s, MAP alone %s", name, split,
+             t0.get("model"), t0.get("map_alone"))
+    return summary

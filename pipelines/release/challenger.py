@@ -160,7 +160,8 @@ def _add_event_scores(out: dict, who: dict, champion: Champion, model, recipe: R
                       dataset: Dataset, run_dir: Path, ridge) -> None:
     """Each model's warning on the held-out patients (`out[who]["held_out"]["events"]`), the
     champion at its stored threshold, the challenger at one chosen on the grown train split."""
-    from pipelines.training.train import recipe_event_evaluation, recipe_event_thresholds
+    from pipelines.evaluation.event_dataset import recipe_event_evaluation
+    from pipelines.training.train import recipe_event_thresholds
 
     thresholds = {"champion": champion.metadata.events,
                   "challenger": recipe_event_thresholds(model, recipe, dataset)}

@@ -39,6 +39,7 @@ from pipelines.evaluation.evaluate import (
     ridge_to_metadata,
     write_evaluation,
 )
+from pipelines.evaluation.event_dataset import recipe_event_evaluation
 from pipelines.training.event_threshold import calibrate_events, event_thresholds
 from pipelines.training.fit import (
     TrainingError,
@@ -141,26 +142,6 @@ def recipe_event_thresholds(model, recipe: Recipe, dataset: Dataset) -> dict[str
                            fill_gap_s=recipe.data.fill_gap_s)
     return {name: {**entry, **({"calibration": calibration[name]} if name in calibration
                                else {})} for name, entry in out.items()}
-
-
-def recipe_event_evaluation(forecaster, recipe: Recipe, dataset: Dataset,
-                            events: Mapping[str, Mapping], out_dir: Path,
-                            split: str = "test", ridge=None) -> dict[str, Any]:
-    """The headline figures of the event evaluation on `split` (the full report, pictures
-    included, is written into `out_dir`: `pipelines.evaluation.event_dataset`)."""
-    from pipelines.evaluation.event_dataset import evaluate_dataset_events, event_settings
-
-    (name, entry), = events.items()  # one event per recipe: the AHE
-    settings = event_settings(tuple(recipe.model.get("quantiles", [])), recipe.data.fill_gap_s,
-                              recipe.evaluate.ridge_lags, recipe.train.seed)
-    report = evaluate_dataset_events(forecaster, dataset, recipe.window.input_steps,
-                                     float(entry["threshold"]), settings, out_dir, split=split,
-                                     target=recipe.window.targets[0], ridge=ridge)
-    summary = report["summary"]
-    t0 = summary.get("t0", {})
-    log.info("%s warning at T0 on %s: model %s, MAP alone %s", name, split,
-             t0.get("model"), t0.get("map_alone"))
-    return summary
 
 
 def publish_version(
